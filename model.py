@@ -1,0 +1,178 @@
+"""The LUT patch transformer: a denoiser that paints every 8x8 patch from a lookup table.
+
+    x_t (B, 3, 64, 64), t (B,)  ->  8x8 patches -> 64 tokens (+ static tokens) + position + time
+                                ->  16 pre-norm blocks (attention + SwiGLU MLP)
+                                ->  K scores per patch token -> LUT head (lut.py) -> x_hat
+
+Conventions, written once for the whole project: images live in [-1, 1]; t=1 is the clean image
+and t=0 pure noise, x_t = t x + (1 - t) noise; the network predicts the clean image x
+(x-prediction, as in the post and in JiT).
+
+Usage:
+    from model import make_config, LUTTransformer
+    model = LUTTransformer(make_config("tiny", lut="dynamic"))   # prints "parameters: ..."
+    x_hat, lut = model(x_t, t)
+
+Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), and the score
+layer starts at exactly zero. So at step 0 every patch gives its entries equal weight: the
+softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lut import PATCH, apply_lut, make_head
+
+PRESETS = {
+    "blog": dict(width=512, depth=16, heads=8),  # the post's model
+    "tiny": dict(width=256, depth=6, heads=4),  # for CPUs: see README for its speed
+}
+HEAD_DEFAULTS = {  # as in the post
+    "softmax": dict(dict_size=512, static_tokens=0),
+    "tanh": dict(dict_size=64, static_tokens=0),
+    "dynamic": dict(dict_size=64, static_tokens=64),  # one static token makes one LUT entry
+}
+
+
+@dataclass
+class Config:
+    lut: str = "dynamic"  # softmax | tanh | dynamic
+    img_size: int = 64
+    width: int = 512
+    depth: int = 16
+    heads: int = 8
+    dict_size: int = 64  # K, the number of LUT entries
+    static_tokens: int = 64  # learned tokens appended to the 64 patch tokens; no position
+
+    def __post_init__(self):
+        if self.lut not in HEAD_DEFAULTS:
+            raise ValueError(f"unknown LUT head '{self.lut}': choose one of {', '.join(HEAD_DEFAULTS)}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if self.img_size % PATCH:
+            raise ValueError(f"image size {self.img_size} must be a multiple of the patch size {PATCH}")
+        if min(self.width, self.depth, self.heads, self.dict_size) < 1 or self.static_tokens < 0:
+            raise ValueError("width, depth, heads and dict size must be positive, static tokens >= 0")
+        if self.lut == "dynamic" and self.static_tokens != self.dict_size:
+            raise ValueError(f"the dynamic head builds one LUT entry per static token: set "
+                             f"--static-tokens equal to --dict-size (got {self.static_tokens} "
+                             f"and {self.dict_size})")
+
+
+def make_config(preset="tiny", lut="dynamic", **overrides):
+    """A preset's size plus the head's defaults; overrides whose value is None are ignored."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+    settings = {**PRESETS[preset], **HEAD_DEFAULTS.get(lut, {})}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(lut=lut, **settings)
+
+
+def time_embedding(t, dim):
+    """Sinusoidal features of the noise level: t (B,) in [0, 1] -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = 1000.0 * t.float()[:, None] * freqs  # t scaled like a diffusion step in [0, 1000]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)  # one fused matmul for q, k and v
+        self.out = nn.Linear(cfg.width, cfg.width)
+
+    def forward(self, x):  # (B, T, width)
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).transpose(1, 3).unbind(2)  # (B, h, T, d)
+        y = F.scaled_dot_product_attention(q, k, v)  # every token sees every token
+        return self.out(y.transpose(1, 2).flatten(2))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        hidden = 64 * round(8 * cfg.width / 3 / 64)  # ~8/3 width keeps the 4x MLP's size
+        self.gate_up = nn.Linear(cfg.width, 2 * hidden)  # fused gate and up projections
+        self.down = nn.Linear(hidden, cfg.width)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Pre-norm: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.norm1, self.attn = nn.RMSNorm(cfg.width), Attention(cfg)
+        self.norm2, self.mlp = nn.RMSNorm(cfg.width), SwiGLU(cfg)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class LUTTransformer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        grid = cfg.img_size // PATCH
+        self.num_patches = grid * grid  # 64 tokens for a 64x64 image
+        self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=PATCH, stride=PATCH)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, self.num_patches, cfg.width))  # learned 8x8 table
+        self.static = nn.Parameter(0.02 * torch.randn(1, cfg.static_tokens, cfg.width))
+        self.time_mlp = nn.Sequential(nn.Linear(256, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.RMSNorm(cfg.width)
+        self.to_scores = nn.Linear(cfg.width, cfg.dict_size)  # K weights per patch token
+        self.lut_head = make_head(cfg.lut, cfg.dict_size, cfg.width)
+
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        nn.init.zeros_(self.to_scores.weight)  # equal weights at the start (see docstring)
+        print(f"parameters: {sum(p.numel() for p in self.parameters()) / 1e6:.1f}M")
+
+    def forward(self, x_t, t):
+        """x_t (B, 3, 64, 64), t (B,) -> predicted clean image (B, 3, 64, 64) and the LUT used,
+        (K, 3, 8, 8) or per image (B, K, 3, 8, 8), which the Gram penalty needs."""
+        B = x_t.shape[0]
+        tokens = self.patch_embed(x_t).flatten(2).transpose(1, 2) + self.pos  # (B, 64, width)
+        tokens = torch.cat([tokens, self.static.expand(B, -1, -1)], dim=1)  # (B, 64 + S, width)
+        tokens = tokens + self.time_mlp(time_embedding(t, 256)).unsqueeze(1)  # t reaches every token
+        for block in self.blocks:
+            tokens = block(tokens)
+        tokens = self.norm(tokens)
+        patch_states, static_states = tokens.split([self.num_patches, self.cfg.static_tokens], dim=1)
+        lut, weights = self.lut_head(self.to_scores(patch_states), static_states)  # weights (B, 64, K)
+        return apply_lut(weights, lut), lut
+
+
+def add_noise(x, noise, t):
+    """The lerp path between noise and image: t (B,) = 1 gives x, t = 0 gives pure noise."""
+    t = t.view(-1, 1, 1, 1)
+    return t * x + (1 - t) * noise
+
+
+@torch.no_grad()
+def sample(model, noise, steps=64, frames=None):
+    """Euler steps along the lerp path from t=0 (noise) to t=1 (image).
+
+    Along the path dx_t/dt = x - noise = (x - x_t) / (1 - t), so with the prediction x_hat the
+    step is x <- x + (x_hat - x) dt / (1 - t). On the last step dt = 1 - t: x becomes x_hat
+    itself and nothing divides by zero. If `frames` is a list, every intermediate x is appended.
+    """
+    x = noise
+    times = torch.linspace(0, 1, steps + 1).tolist()
+    for t, t_next in zip(times[:-1], times[1:]):
+        x_hat, _ = model(x, torch.full((len(x),), t, device=x.device))
+        x = x + (x_hat.float() - x) * (t_next - t) / (1 - t)
+        if frames is not None:
+            frames.append(x)
+    return x
