@@ -1,5 +1,12 @@
 """Tests for data.py (CPU only, no network, only files under tmp_path): python -m pytest -q test_data.py"""
+import io
+import os
+import sys
+import tarfile
+
+import pytest
 import torch
+from PIL import Image
 
 import data
 
@@ -13,3 +20,185 @@ def test_image_grid_size_and_pixels():
     assert grid.getpixel((15, 15)) == (255, 255, 255)
     assert grid.getpixel((16, 0)) == (0, 0, 0)  # the pad column
     assert data.image_grid(images[:1], ncol=8).size == (8, 8)
+
+
+def make_mixed_folder(folder):
+    """Images in many formats, modes and sizes, one corrupt file and a non-image; returns names in load order."""
+    (folder / "z_sub").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (0, 200, 0)).save(folder / "a_rgb.png")
+    Image.new("L", (100, 80), 90).save(folder / "b_grey.JPG")
+    Image.new("LA", (50, 70), (200, 255)).save(folder / "c_la.png")
+    Image.new("RGB", (64, 64), (0, 0, 200)).convert("P").save(folder / "d_palette.png")
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(folder / "e_transparent.webp", lossless=True)
+    Image.new("CMYK", (80, 80), (0, 0, 0, 255)).save(folder / "f_cmyk.jpg")
+    Image.new("I;16", (64, 64), 32768).save(folder / "g_deep.png")  # 16-bit grey at half brightness
+    wide = Image.new("RGB", (120, 40), (0, 0, 255))  # blue sides ...
+    wide.paste((255, 0, 0), (40, 0, 80, 40))  # ... around a red 40x40 centre
+    wide.save(folder / "z_sub" / "h_wide.bmp")
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(png, "PNG")
+    (folder / "c_corrupt.png").write_bytes(png.getvalue()[:60])  # truncated
+    (folder / "notes.txt").write_text("not an image")
+    return ["a_rgb", "b_grey", "c_la", "d_palette", "e_transparent", "f_cmyk", "g_deep", "h_wide"]
+
+
+def test_load_folder_mixed_formats(tmp_path, capsys):
+    folder = tmp_path / "cats"
+    names = make_mixed_folder(folder)
+    images = data.load_folder(folder, tmp_path / "cache")
+    assert images.shape == (len(names), 3, 64, 64) and images.dtype == torch.uint8
+    mean = {name: images[i].float().mean(dim=(1, 2)) for i, name in enumerate(names)}  # (3,) per image
+    assert torch.allclose(mean["a_rgb"], torch.tensor([0.0, 200, 0]), atol=2)
+    assert torch.allclose(mean["b_grey"], torch.tensor([90.0] * 3), atol=3)
+    assert torch.allclose(mean["d_palette"], torch.tensor([0.0, 0, 200]), atol=8)
+    assert (images[names.index("e_transparent")] >= 250).all()  # transparent -> white background
+    assert mean["f_cmyk"].max() < 40  # CMYK full black stays black
+    assert torch.allclose(mean["g_deep"], torch.tensor([128.0] * 3), atol=2)  # not clipped to white
+    wide = images[names.index("h_wide")]  # center crop keeps only the red middle, even at the edges
+    assert (wide[0] > 200).all() and (wide[2] < 60).all()
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable files" in err and "c_corrupt.png" in err
+    assert "only 8 images" in err
+    assert not any(name.endswith(".pt") for name in os.listdir(folder))  # nothing written into the folder
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(ValueError, match=r"no folder .*nowhere.*--download"):
+        data.load_folder(tmp_path / "nowhere", tmp_path / "cache")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("x")
+    (tmp_path / "empty" / "b.csv").write_text("x")
+    with pytest.raises(ValueError, match=r"no images in .*empty: found 2 files \(\.csv, \.txt\); expected \.png/"):
+        data.load_folder(tmp_path / "empty", tmp_path / "cache")
+
+
+def test_cache_is_used_then_invalidated(tmp_path, monkeypatch):
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (10 * i, 0, 0)).save(folder / f"{i}.png")
+    first = data.load_folder(folder, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+    decoded = []
+    real_decoder = data.pil_to_bytes
+    monkeypatch.setattr(data, "pil_to_bytes", lambda image: decoded.append(1) or real_decoder(image))
+    assert torch.equal(data.load_folder(folder, tmp_path / "cache"), first)
+    assert decoded == []  # served from the cache
+
+    Image.new("RGB", (64, 64), (0, 0, 250)).save(folder / "1.png")
+    os.utime(folder / "1.png", ns=(1, 1))  # a different mtime even on coarse-clock file systems
+    changed = data.load_folder(folder, tmp_path / "cache")
+    assert len(decoded) == 3
+    assert changed[1, 2].float().mean() > 240 and torch.equal(changed[0], first[0])
+
+
+def test_get_batch_range_flips_and_seeds():
+    images = torch.zeros(4, 3, 64, 64, dtype=torch.uint8)
+    images[:, :, :, :32] = 255  # left half white: a flip makes the right half white
+    images[:, 1] = torch.arange(4, dtype=torch.uint8)[:, None, None] * 50  # green channel tells images apart
+    batch = data.get_batch(images, 64, torch.Generator().manual_seed(0), "cpu")
+    assert batch.shape == (64, 3, 64, 64) and batch.dtype == torch.float32 and batch.device.type == "cpu"
+    assert batch.min() == -1 and batch.max() == 1
+    flipped = batch[:, 0, 0, 0] == -1  # red channel: left edge black means flipped
+    assert 10 < flipped.sum() < 54
+    assert (batch[flipped, 0, 0, -1] == 1).all()
+    assert len(set(batch[:, 1, 0, 0].tolist())) == 4  # all four images drawn
+    again = data.get_batch(images, 64, torch.Generator().manual_seed(0), "cpu")
+    other = data.get_batch(images, 64, torch.Generator().manual_seed(1), "cpu")
+    assert torch.equal(batch, again) and not torch.equal(batch, other)
+
+
+def test_toy_cats_deterministic_and_varied():
+    cats = data.toy_cats(6, seed=0)
+    assert cats.shape == (6, 3, 64, 64) and cats.dtype == torch.uint8
+    assert torch.equal(cats[:4], data.toy_cats(4, seed=0))  # image i does not depend on n
+    assert not torch.equal(cats, data.toy_cats(6, seed=1))
+    assert (cats.float().std(dim=(1, 2, 3)) > 20).all()  # real pictures, not flat colours
+    assert all(not torch.equal(cats[i], cats[j]) for i in range(6) for j in range(i))
+
+
+def test_load_images_caches_toy_cats(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(data, "toy_cats", lambda n, seed: calls.append((n, seed)) or torch.full((2, 3, 64, 64), seed, dtype=torch.uint8))
+    first = data.load_images(None, tmp_path / "cache", seed=3)
+    assert torch.equal(data.load_images(None, tmp_path / "cache", seed=3), first)
+    assert calls == [(10_000, 3)] and first[0, 0, 0, 0] == 3
+
+
+def make_tarball(path, members):
+    """Write a .tar.gz at path from (name, bytes) pairs; bytes None makes a symlink to /etc."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc"
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+
+
+def png_bytes(color):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_download_extracts_skips_and_restarts(tmp_path, capsys):
+    server = tmp_path / "server"
+    server.mkdir()
+    make_tarball(server / "dataset-part1.tar.gz", [("cats/0.png", png_bytes((255, 0, 0))), ("cats/1.png", png_bytes((0, 255, 0)))])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / ".part1.tar.gz.part").write_bytes(b"junk from an interrupted run")  # file:// cannot resume: restart
+    data.download(dest, parts=(1,), base_url=server.as_uri())
+    assert sorted(os.listdir(dest)) == ["part1"]  # no archive, partial or staging folder left behind
+    assert len(data.load_folder(dest, tmp_path / "cache")) == 2
+    assert "python train.py --data" in capsys.readouterr().out
+
+    (server / "dataset-part1.tar.gz").unlink()  # a second run must not need the server
+    data.download(dest, parts=(1,), base_url=server.as_uri())
+    assert "already in" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="could not download .*dataset-part2"):
+        data.download(dest, parts=(2,), base_url=server.as_uri())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_download_rejects_corrupt_archive(tmp_path, damage):
+    server = tmp_path / "server"
+    server.mkdir()
+    make_tarball(server / "dataset-part1.tar.gz", [(f"cats/{i}.png", os.urandom(5000)) for i in range(4)])
+    good = (server / "dataset-part1.tar.gz").read_bytes()
+    middle = len(good) // 2
+    bad = good[:-30] if damage == "truncate" else good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1:]
+    (server / "dataset-part1.tar.gz").write_bytes(bad)
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError, match="corrupt.*deleted it"):
+        data.download(dest, parts=(1,), base_url=server.as_uri())
+    assert os.listdir(dest) == []  # bad download deleted, nothing half-extracted
+
+
+@pytest.mark.parametrize("name", ["../evil", "/tmp/abs_evil", "cats/link"])
+def test_download_rejects_unsafe_members(tmp_path, name):
+    server = tmp_path / "server"
+    server.mkdir()
+    content = None if name == "cats/link" else b"gotcha"
+    make_tarball(server / "dataset-part1.tar.gz", [("cats/0.png", png_bytes((1, 2, 3))), (name, content)])
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError, match="unsafe entry"):
+        data.download(dest, parts=(1,), base_url=server.as_uri())
+    assert os.listdir(dest) == [] and not (tmp_path / "evil").exists()
+
+
+def test_preview_cli(tmp_path, monkeypatch):
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), "red").save(folder / "0.png")
+    out = tmp_path / "preview.png"
+    monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(folder), "--cache-dir", str(tmp_path / "c")])
+    data.main()
+    assert Image.open(out).size == (8 * 128 + 7 * 2,) * 2
+    monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match="^error: no folder"):
+        data.main()
