@@ -6,7 +6,7 @@ Three sources of images:
     cached in data/cache so the second start is instant (load_folder);
   * `python data.py --download data/cats` fetches the real cat-face dataset into data/cats.
 
-    python data.py --preview out.png              # 8x8 grid of training batch of toy cats
+    python data.py --preview out.png              # 8x8 grid of a training batch of toy cats
     python data.py --preview out.png --data DIR   # ... or of your own images
     python data.py --download data/cats --parts 1 2 3
 
@@ -50,9 +50,9 @@ def pil_to_bytes(image):
 
 
 def bytes_to_images(raw, n):
-    """Raw RGB bytes of n images, one after the other -> uint8 tensor (n, 3, SIZE, SIZE)."""
-    pixels = torch.frombuffer(bytearray(raw), dtype=torch.uint8)  # bytearray: frombuffer wants it writable
-    return pixels.view(n, SIZE, SIZE, 3).permute(0, 3, 1, 2).contiguous()
+    """A bytearray of n raw RGB images, one after the other -> uint8 tensor (n, 3, SIZE, SIZE)."""
+    pixels = torch.frombuffer(raw, dtype=torch.uint8).view(n, SIZE, SIZE, 3)  # shares raw's memory...
+    return pixels.permute(0, 3, 1, 2).contiguous()  # ...until this copy into channels-first order
 
 
 def save_atomically(tensor, path):
@@ -64,7 +64,7 @@ def save_atomically(tensor, path):
 
 
 def load_folder(path, cache_dir="data/cache"):
-    """All images under folder `path` (searched recursively) as uint8 (N, 3, SIZE, SIZE), sorted by file name.
+    """All images under folder `path` (searched recursively) as uint8 (N, 3, SIZE, SIZE), sorted by path.
 
     The decoded tensor is cached in cache_dir under a hash of the folder and of every file's name,
     size and modification time, so any added, removed or changed file triggers a fresh decode.
@@ -90,20 +90,21 @@ def load_folder(path, cache_dir="data/cache"):
         return torch.load(cache_file)
 
     raw, skipped = bytearray(), []
+    show_progress = len(files) >= 1000
     for count, file in enumerate(files, 1):
         try:
             with Image.open(file) as image:
                 raw += pil_to_bytes(image)  # decodes fully here, so a truncated file fails inside the try
         except Exception:  # Pillow raises many kinds (OSError, SyntaxError, ValueError...) for bad files
             skipped.append(file.name)
-        if count % 1000 == 0 or count == len(files) >= 1000:
+        if show_progress and (count % 1000 == 0 or count == len(files)):
             print(f"\rloading {count}/{len(files)} images", end="\n" if count == len(files) else "", file=sys.stderr)
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable files in {folder} "
               f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
-    images = bytes_to_images(raw, len(files) - len(skipped))
-    if len(images) == 0:
+    if not raw:
         raise ValueError(f"no readable images in {folder}: all {len(files)} image files failed to decode")
+    images = bytes_to_images(raw, len(files) - len(skipped))
     if len(images) < 64:
         print(f"warning: only {len(images)} images in {folder}; the model will memorise them", file=sys.stderr)
     save_atomically(images, cache_file)
@@ -149,8 +150,9 @@ def draw_toy_cat(rng):
             paint.ellipse([px - r, py - r * 0.8, px + r, py + r * 0.8], fill=color)
     if pattern == "bicolour" or (pattern == "calico" and rng.random() < 0.5):  # white blaze, muzzle and chin
         muzzle_w = head_w * rng.uniform(0.35, 0.6)
-        paint.polygon([(cx, cy - head_h * 0.8), (cx - muzzle_w * 0.6, cy + head_h * 0.2), (cx + muzzle_w * 0.6, cy + head_h * 0.2)],
-                      fill=FUR["white"])
+        blaze_y = cy + head_h * 0.2
+        blaze = [(cx, cy - head_h * 0.8), (cx - muzzle_w * 0.6, blaze_y), (cx + muzzle_w * 0.6, blaze_y)]
+        paint.polygon(blaze, fill=FUR["white"])
         paint.ellipse([cx - muzzle_w, cy + head_h * 0.05, cx + muzzle_w, cy + head_h * 1.2], fill=FUR["white"])
 
     # Silhouette: head ellipse plus two triangular ears, each with its own size and outward angle.
@@ -164,9 +166,10 @@ def draw_toy_cat(rng):
         base_x, base_y = cx + side * head_w * 0.62, cy - head_h * 0.62
         angle = side * ear_spread + rng.uniform(-0.08, 0.08)  # radians away from vertical
         tip = (base_x + math.sin(angle) * ear_size * 1.5, base_y - math.cos(angle) * ear_size * 1.5)
-        outer = [(base_x - side * ear_size * 0.55, base_y - ear_size * 0.3), tip, (base_x + side * ear_size * 0.75, base_y + ear_size * 0.4)]
+        outer = [(base_x - side * ear_size * 0.55, base_y - ear_size * 0.3), tip,
+                 (base_x + side * ear_size * 0.75, base_y + ear_size * 0.4)]
         shape.polygon(outer, fill=255)
-        ears.append([(0.55 * x + 0.45 * base_x, 0.55 * y + 0.45 * (base_y + 6)) for x, y in outer])
+        ears.append([(0.55 * x + 0.45 * base_x, 0.55 * y + 0.45 * (base_y + 6)) for x, y in outer])  # pink inside
     cat = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     cat.paste(fur, mask=silhouette)
     face = ImageDraw.Draw(cat)
@@ -174,32 +177,36 @@ def draw_toy_cat(rng):
         face.polygon(inner, fill=inner_ear)
 
     # Eyes: iris colour and size, round or slit pupils, a shared gaze direction, a highlight.
-    eye_r, eye_dx, eye_y = head_h * rng.uniform(0.2, 0.3), head_w * rng.uniform(0.36, 0.46), cy - head_h * rng.uniform(0.05, 0.2)
+    eye_r, eye_dx = head_h * rng.uniform(0.2, 0.3), head_w * rng.uniform(0.36, 0.46)  # radius, distance from centre
+    eye_y = cy - head_h * rng.uniform(0.05, 0.2)
     iris = rng.choice(EYES)
     pupil_w = eye_r * (rng.uniform(0.45, 0.7) if rng.random() < 0.5 else rng.uniform(0.12, 0.22))
     pupil_h = eye_r * rng.uniform(0.6, 0.85)
     gaze_x, gaze_y = rng.uniform(-0.35, 0.35) * eye_r, rng.uniform(-0.2, 0.2) * eye_r
     for side in (-1, 1):
         ex = cx + side * eye_dx
-        face.ellipse([ex - eye_r, eye_y - eye_r * 0.85, ex + eye_r, eye_y + eye_r * 0.85], fill=iris, outline=(20, 20, 20), width=2)
+        face.ellipse([ex - eye_r, eye_y - eye_r * 0.85, ex + eye_r, eye_y + eye_r * 0.85],
+                     fill=iris, outline=(20, 20, 20), width=2)
         px, py = ex + gaze_x, eye_y + gaze_y
         face.ellipse([px - pupil_w, py - pupil_h, px + pupil_w, py + pupil_h], fill=(10, 10, 12))
-        face.ellipse([px - eye_r * 0.5, py - eye_r * 0.5, px - eye_r * 0.2, py - eye_r * 0.2], fill=(250, 250, 250))
+        glint = [px - eye_r * 0.5, py - eye_r * 0.5, px - eye_r * 0.2, py - eye_r * 0.2]
+        face.ellipse(glint, fill=(250, 250, 250))
 
     # Nose, mouth and whiskers.
     nose_y, nose_r = cy + head_h * rng.uniform(0.22, 0.32), head_w * rng.uniform(0.07, 0.11)
     nose = rng.choice([(230, 120, 130), (60, 40, 40), (200, 110, 100)])
-    face.polygon([(cx - nose_r, nose_y - nose_r * 0.6), (cx + nose_r, nose_y - nose_r * 0.6), (cx, nose_y + nose_r * 0.6)], fill=nose)
+    nose_top, nose_tip = nose_y - nose_r * 0.6, nose_y + nose_r * 0.6
+    face.polygon([(cx - nose_r, nose_top), (cx + nose_r, nose_top), (cx, nose_tip)], fill=nose)
     line = (40, 30, 30) if fur_name not in ("black", "brown") else (150, 140, 140)
     mouth_y = nose_y + nose_r * 1.5
-    face.line([(cx, nose_y + nose_r * 0.6), (cx, mouth_y)], fill=line, width=2)
-    for side in (-1, 1):
-        face.arc([cx + min(0, side) * nose_r * 1.6, mouth_y - nose_r, cx + max(0, side) * nose_r * 1.6, mouth_y + nose_r * 0.6], 0, 180, fill=line, width=2)
+    face.line([(cx, nose_tip), (cx, mouth_y)], fill=line, width=2)
+    for left in (cx - nose_r * 1.6, cx):  # two lower half-circles: the cartoon "w" mouth
+        face.arc([left, mouth_y - nose_r, left + nose_r * 1.6, mouth_y + nose_r * 0.6], 0, 180, fill=line, width=2)
     whisker = (245, 245, 245) if fur_name in ("black", "brown", "grey") else (60, 50, 50)
     for side in (-1, 1):
         for k in range(rng.randint(2, 3)):
-            start = (cx + side * nose_r * 2.2, nose_y + k * 4)
-            face.line([start, (cx + side * head_w * rng.uniform(1.0, 1.25), nose_y - 6 + k * 9 + rng.uniform(-4, 4))], fill=whisker, width=1)
+            end = (cx + side * head_w * rng.uniform(1.0, 1.25), nose_y - 6 + k * 9 + rng.uniform(-4, 4))
+            face.line([(cx + side * nose_r * 2.2, nose_y + k * 4), end], fill=whisker, width=1)
 
     # Head pose: tilt, zoom and shift in one affine warp, then composite over the background.
     tilt, zoom = math.radians(rng.uniform(-18, 18)), rng.uniform(1.0, 1.25)
@@ -227,7 +234,7 @@ def load_images(data=None, cache_dir="data/cache", seed=0):
     """Training images as uint8 (N, 3, SIZE, SIZE): the folder `data`, or 10,000 toy cats when data is None."""
     if data is not None:
         return load_folder(data, cache_dir)
-    cache_file = Path(cache_dir) / f"toy_cats-v1-seed{seed}.pt"  # bump v1 whenever draw_toy_cat changes
+    cache_file = Path(cache_dir) / f"toy_cats-v2-seed{seed}.pt"  # bump v2 whenever draw_toy_cat changes
     if cache_file.exists():
         return torch.load(cache_file)
     print(f"drawing 10000 toy cats (once; then cached in {cache_file})", file=sys.stderr)
@@ -266,7 +273,7 @@ def image_grid(images, ncol=8, scale=1, pad=0):
     for i in range(n):
         top, left = (i // ncol) * (tile_h + pad), (i % ncol) * (tile_w + pad)
         grid[:, top:top + tile_h, left:left + tile_w] = pixels[i]
-    rgb_bytes = bytearray(grid.numel())  # Pillow wants (H, W, 3) row-major bytes; copy through a tensor view, no numpy
+    rgb_bytes = bytearray(grid.numel())  # Pillow wants (H, W, 3) row-major bytes: copy via a tensor view, no numpy
     torch.frombuffer(rgb_bytes, dtype=torch.uint8).copy_(grid.permute(1, 2, 0).flatten())
     return Image.frombytes("RGB", (grid.shape[2], grid.shape[1]), rgb_bytes)
 
@@ -281,16 +288,18 @@ def fetch(url, target):
             if response.status != 206:  # server (or file://) ignored the Range: start again from byte 0
                 have = 0
             total = have + int(response.headers.get("Content-Length", 0))
-            start, done = time.time(), have
+            name, start, done = url.rsplit("/", 1)[-1], time.time(), have
             with open(target, "ab" if have else "wb") as out:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     done += len(chunk)
                     speed = (done - have) / max(time.time() - start, 1e-6)
-                    print(f"\r{url.rsplit('/', 1)[-1]}: {done / 1e6:.1f} of {total / 1e6:.1f} MB, {speed / 1e6:.1f} MB/s",
+                    print(f"\r{name}: {done / 1e6:.1f} of {total / 1e6:.1f} MB, {speed / 1e6:.1f} MB/s",
                           end="", file=sys.stderr)
             print(file=sys.stderr)
     except OSError as error:  # URLError, timeouts and dropped connections are all OSErrors
+        if getattr(error, "code", None) == 416:  # HTTP "range not satisfiable": the partial file is already whole
+            return
         raise ValueError(f"could not download {url}: {error}; run the same command again to resume") from None
 
 
@@ -351,9 +360,11 @@ def main():
     parser = argparse.ArgumentParser(description="Look at the training data, or download the real cat faces.",
                                      epilog="example: python data.py --download data/cats && "
                                             "python data.py --preview cats.png --data data/cats")
-    parser.add_argument("--preview", metavar="PNG", help="write an 8x8 grid of one training batch (flips included) to PNG")
+    parser.add_argument("--preview", metavar="PNG",
+                        help="write an 8x8 grid of one training batch (flips included) to PNG")
     parser.add_argument("--data", metavar="DIR", help="folder of images to preview (default: the built-in toy cats)")
-    parser.add_argument("--cache-dir", default="data/cache", help="where decoded images are cached (default: %(default)s)")
+    parser.add_argument("--cache-dir", default="data/cache",
+                        help="where decoded images are cached (default: %(default)s)")
     parser.add_argument("--download", metavar="DIR", nargs="?", const="data/cats",
                         help="download the cat-face dataset into DIR (default: %(const)s)")
     parser.add_argument("--parts", type=int, nargs="+", default=[1], choices=[1, 2, 3],

@@ -1,8 +1,10 @@
 """Tests for data.py (CPU only, no network, only files under tmp_path): python -m pytest -q test_data.py"""
+import http.server
 import io
 import os
 import sys
 import tarfile
+import threading
 
 import pytest
 import torch
@@ -120,7 +122,10 @@ def test_toy_cats_deterministic_and_varied():
 
 def test_load_images_caches_toy_cats(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(data, "toy_cats", lambda n, seed: calls.append((n, seed)) or torch.full((2, 3, 64, 64), seed, dtype=torch.uint8))
+    def fake_toy_cats(n, seed):
+        calls.append((n, seed))
+        return torch.full((2, 3, 64, 64), seed, dtype=torch.uint8)
+    monkeypatch.setattr(data, "toy_cats", fake_toy_cats)
     first = data.load_images(None, tmp_path / "cache", seed=3)
     assert torch.equal(data.load_images(None, tmp_path / "cache", seed=3), first)
     assert calls == [(10_000, 3)] and first[0, 0, 0, 0] == 3
@@ -148,7 +153,8 @@ def png_bytes(color):
 def test_download_extracts_skips_and_restarts(tmp_path, capsys):
     server = tmp_path / "server"
     server.mkdir()
-    make_tarball(server / "dataset-part1.tar.gz", [("cats/0.png", png_bytes((255, 0, 0))), ("cats/1.png", png_bytes((0, 255, 0)))])
+    make_tarball(server / "dataset-part1.tar.gz", [("cats/0.png", png_bytes((255, 0, 0))),
+                                                    ("cats/1.png", png_bytes((0, 255, 0)))])
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / ".part1.tar.gz.part").write_bytes(b"junk from an interrupted run")  # file:// cannot resume: restart
@@ -162,6 +168,35 @@ def test_download_extracts_skips_and_restarts(tmp_path, capsys):
     assert "already in" in capsys.readouterr().err
     with pytest.raises(ValueError, match="could not download .*dataset-part2"):
         data.download(dest, parts=(2,), base_url=server.as_uri())
+
+
+def test_fetch_resumes_with_http_range(tmp_path):
+    payload = os.urandom(5000)
+    starts = []
+
+    class RangeServer(http.server.BaseHTTPRequestHandler):  # a local server that honours "Range: bytes=N-"
+        def do_GET(self):
+            start = int(self.headers.get("Range", "bytes=0-")[6:-1])
+            starts.append(start)
+            if start >= len(payload):
+                return self.send_error(416)
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(payload) - start))
+            self.end_headers()
+            self.wfile.write(payload[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), RangeServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/dataset-part1.tar.gz"
+    target = tmp_path / "download.part"
+    target.write_bytes(payload[:2000])  # an interrupted earlier download
+    data.fetch(url, target)
+    data.fetch(url, target)  # already whole: the server answers 416, the file stays as it is
+    server.shutdown()
+    assert starts == [2000, 5000] and target.read_bytes() == payload
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -196,7 +231,9 @@ def test_preview_cli(tmp_path, monkeypatch):
     folder.mkdir()
     Image.new("RGB", (64, 64), "red").save(folder / "0.png")
     out = tmp_path / "preview.png"
-    monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(folder), "--cache-dir", str(tmp_path / "c")])
+    cache_dir = str(tmp_path / "cache")
+    argv = ["data.py", "--preview", str(out), "--data", str(folder), "--cache-dir", cache_dir]
+    monkeypatch.setattr(sys, "argv", argv)
     data.main()
     assert Image.open(out).size == (8 * 128 + 7 * 2,) * 2
     monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(tmp_path / "nowhere")])
