@@ -1,0 +1,252 @@
+"""Train the LUT patch transformer to turn noise into cat faces.
+
+Usage:
+    python train.py --lut dynamic                  # built-in toy cats; CUDA, MPS or CPU
+    python train.py --lut tanh --data data/cats    # any folder of cat pictures
+    python train.py --resume                       # continue out/ckpt.pt exactly where it stopped
+    torchrun --nproc_per_node=4 train.py ...       # several GPUs (or CPU processes) with DDP
+
+One training step, as the post trains: draw t in [0, 1], make x_t = t x + (1 - t) noise, predict x,
+take the MSE to x (plus the Gram penalty), clip gradients, step AdamW, update the EMA weights.
+Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C),
+and every --sample-every steps samples_<step>.png (EMA weights, fixed noise), lut.png, gram.png.
+"""
+import argparse
+import copy
+import functools
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from data import get_batch, image_grid, load_images, save_atomically
+from lut import gram_image, gram_penalty, lut_atlas
+from model import Config, LUTTransformer, PRESETS, add_noise, make_config, sample
+
+# ----------------------------------------------------------------------------- settings
+parser = argparse.ArgumentParser(description="Train a LUT patch transformer on 64x64 cat faces.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser.add_argument("--lut", default="dynamic", choices=["softmax", "tanh", "dynamic"], help="LUT head")
+parser.add_argument("--data", help="folder of cat images (default: the built-in toy cats)")
+parser.add_argument("--out", default="out", help="folder for checkpoint and pictures")
+parser.add_argument("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
+parser.add_argument("--width", type=int, help="override the preset's width")
+parser.add_argument("--depth", type=int, help="override the preset's number of blocks")
+parser.add_argument("--heads", type=int, help="override the preset's attention heads")
+parser.add_argument("--dict-size", type=int, help="LUT entries K (default: 512 softmax, 64 tanh/dynamic)")
+parser.add_argument("--static-tokens", type=int, help="learned extra tokens (default: 64 for dynamic, else 0)")
+parser.add_argument("--gram", type=float, help="Gram penalty weight (default: 0.2 for tanh, else 0)")
+parser.add_argument("--steps", type=int, help="training steps (default: 10000 for blog, 4000 for tiny)")
+parser.add_argument("--batch-size", type=int, default=64, help="images per step, over all processes")
+parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
+parser.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
+parser.add_argument("--weight-decay", type=float, default=1e-2)
+parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm")
+parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights used for sampling")
+parser.add_argument("--t-sampling", default="uniform", choices=["uniform", "logit-normal"],
+                    help="how t is drawn; logit-normal is sigmoid(N(-0.8, 0.8)) as in JiT")
+parser.add_argument("--loss", default="x", choices=["x", "v"],
+                    help="x: MSE on the image (the post); v: the same error weighted 1/(1-t)^2, "
+                         "which is the MSE on the velocity (JiT), with 1-t clamped at 0.05")
+parser.add_argument("--log-every", type=int, default=10, help="steps between log lines")
+parser.add_argument("--sample-every", type=int, default=500, help="steps between sample grids")
+parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 on CUDA, else fp32)")
+parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+parser.add_argument("--resume", action="store_true", help="continue from --out/ckpt.pt")
+args = parser.parse_args()
+# Settings a resumed run may change; every other one must match the checkpoint's.
+CHANGEABLE = {"out", "steps", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
+
+
+def fail(message):
+    sys.exit(f"error: {message}")
+
+
+# ----------------------------------------------------------------------------- setup
+ckpt_path = Path(args.out) / "ckpt.pt"
+checkpoint = None
+if args.resume:
+    if not ckpt_path.exists():
+        fail(f"--resume: no checkpoint at {ckpt_path}; train without --resume first, or set --out")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    parser.set_defaults(**dict.fromkeys(vars(args)))  # re-parse with no defaults: what was typed?
+    typed = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
+    for key, value in typed.items():
+        if key not in CHANGEABLE and value != checkpoint["args"][key]:
+            flag = "--" + key.replace("_", "-")
+            fail(f"{ckpt_path} was trained with {flag} {checkpoint['args'][key]}, not {value}: "
+                 f"drop {flag}, or use another --out for a new run")
+    args = argparse.Namespace(**{**checkpoint["args"], **{k: typed[k] for k in CHANGEABLE & typed.keys()}})
+
+ddp = "RANK" in os.environ  # launched by torchrun
+rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+if args.device is None:
+    args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+device = torch.device(args.device)
+if ddp:
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+master = rank == 0
+log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
+
+if args.preset is None:
+    args.preset = "blog" if device.type == "cuda" else "tiny"
+    log(f"preset: {args.preset} on {device.type} (choose with --preset {'|'.join(PRESETS)})")
+args.steps = args.steps or (10_000 if args.preset == "blog" else 4_000)
+args.gram = args.gram if args.gram is not None else (0.2 if args.lut == "tanh" else 0.0)
+args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+if args.batch_size % world:
+    fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
+try:
+    cfg = Config(**checkpoint["config"]) if checkpoint else make_config(
+        args.preset, args.lut, width=args.width, depth=args.depth, heads=args.heads,
+        dict_size=args.dict_size, static_tokens=args.static_tokens)
+    images = load_images(args.data, seed=args.seed)  # (N, 3, 64, 64) uint8 on the CPU
+except ValueError as e:
+    fail(e)
+log(f"data: {len(images)} images from {args.data or 'the built-in toy cats'}")
+
+torch.manual_seed(args.seed)  # the same initial weights on every rank
+model = LUTTransformer(cfg).to(device)
+ema = copy.deepcopy(model).requires_grad_(False)
+optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.95))
+# One generator draws everything random in training (batches, flips, t, noise): its state in
+# the checkpoint makes a resumed run exact. Each rank gets its own stream.
+generator = torch.Generator().manual_seed(args.seed + rank)
+step = 0
+if checkpoint:
+    model.load_state_dict(checkpoint["model"])
+    ema.load_state_dict(checkpoint["ema"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    generator.set_state(checkpoint["generators"][rank])
+    step = checkpoint["step"]
+    log(f"resuming from step {step}")
+train_model = torch.compile(model) if args.compile else model
+if ddp:
+    train_model = DistributedDataParallel(train_model)
+autocast = torch.autocast(device.type, torch.bfloat16) if args.dtype == "bf16" else nullcontext()
+fixed_noise = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(1234)).to(device)
+Path(args.out).mkdir(parents=True, exist_ok=True)
+
+
+def draw_t(n):
+    """Noise levels t (n,) in [0, 1]: 1 is the clean image, 0 pure noise."""
+    if args.t_sampling == "uniform":
+        return torch.rand(n, generator=generator)
+    return torch.sigmoid(-0.8 + 0.8 * torch.randn(n, generator=generator))  # leans noisy, as JiT
+
+
+def save_checkpoint():
+    states = [None] * world
+    if ddp:
+        dist.all_gather_object(states, generator.get_state())
+    else:
+        states = [generator.get_state()]
+    if not master:
+        return
+    if not all(p.isfinite().all() for p in model.parameters()):
+        fail(f"the weights are no longer finite at step {step}; {ckpt_path} is left as it was")
+    save_atomically({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                     "generators": states, "step": step, "config": asdict(cfg), "args": vars(args)}, ckpt_path)
+    log(f"saved {ckpt_path} at step {step}")
+
+
+def save_pictures():
+    """Samples from the EMA weights with fixed noise, and the LUT (the first sample's, if dynamic)."""
+    with autocast:
+        samples = sample(ema, fixed_noise, steps=32)
+        _, lut = ema(samples[:1], torch.ones(1, device=device))
+    lut = lut[0] if lut.dim() == 5 else lut  # (K, 3, 8, 8)
+    image_grid(samples, ncol=8, scale=2, pad=2).save(Path(args.out) / f"samples_{step:06d}.png")
+    lut_atlas(lut).save(Path(args.out) / "lut.png")
+    gram_image(lut).save(Path(args.out) / "gram.png")
+
+
+# Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
+interrupted = False
+
+
+def on_interrupt(signum, frame):
+    global interrupted
+    interrupted = True
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+signal.signal(signal.SIGINT, on_interrupt)
+
+# ----------------------------------------------------------------------------- training loop
+BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
+local_batch = args.batch_size // world
+log(f"training {args.lut} head for {args.steps} steps, batch {args.batch_size}, {args.dtype}, on {device}")
+bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
+loss_sum = torch.zeros((), device=device)
+start_step, t_start = step, time.time()
+while step < args.steps:
+    x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
+    t = draw_t(local_batch)
+    noise = torch.randn(x.shape, generator=generator).to(device)
+    t = t.to(device)
+    with autocast:
+        x_hat, lut = train_model(add_noise(x, noise, t), t)
+    per_image = (x_hat.float() - x).square().mean((1, 2, 3))  # (b,) the loss math runs in fp32
+    # The velocity of the path is (x - x_t) / (1 - t), so its error is the image error / (1 - t).
+    weight = (1 - t).clamp_min(0.05).pow(-2) if args.loss == "v" else torch.ones_like(t)
+    loss = (weight * per_image).mean()
+    if args.gram:
+        loss = loss + args.gram * gram_penalty(lut.float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+    optimizer.step()
+    decay = min(args.ema, (1 + step) / (10 + step))  # warm-up: early EMA follows the model closely
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1 - decay)
+    step += 1
+
+    loss_sum += loss.detach()
+    bins = (t * BINS).long().clamp(max=BINS - 1)
+    bin_sums[0].index_add_(0, bins, per_image.detach())
+    bin_sums[1].index_add_(0, bins, torch.ones_like(per_image))
+    if step % args.log_every == 0 or step == args.steps:
+        stats = torch.cat([loss_sum.view(1), bin_sums.flatten(), torch.tensor([float(interrupted)], device=device)])
+        if ddp:
+            dist.all_reduce(stats)  # one sync per log line: mean loss, bins and Ctrl-C over ranks
+        steps_done = args.log_every if step % args.log_every == 0 else step % args.log_every
+        mean_loss = stats[0].item() / (steps_done * world)
+        if not math.isfinite(mean_loss):
+            fail(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. "
+                 f"Try a lower --lr, or --dtype fp32")
+        per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS].clamp_min(1)
+        elapsed = time.time() - t_start
+        per_step = elapsed / (step - start_step)
+        log(f"step {step}/{args.steps} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
+            + f" | {args.batch_size / per_step:.0f} img/s | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
+        loss_sum.zero_()
+        bin_sums.zero_()
+        if stats[-1] > 0:
+            log("interrupted: saving and stopping")
+            save_checkpoint()
+            sys.exit(130)
+    if master and (step % args.sample_every == 0 or step == args.steps):
+        save_pictures()
+    if step % args.save_every == 0 or step == args.steps:
+        save_checkpoint()
+
+if ddp:
+    dist.destroy_process_group()
