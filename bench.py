@@ -1,0 +1,169 @@
+"""Benchmark the LUT transformer: training-step speed, FLOP/s against this device's own matmul
+peak, sampling time and peak memory, for each LUT head.
+
+    python bench.py                                   # tiny on CPU (blog on CUDA), all three heads
+    python bench.py --preset blog --lut dynamic --dtype bf16 --compile --steps 3
+    python bench.py --json bench.json                 # the same figures as a JSON file
+
+Absolute timings drift on a shared machine, so the peak FLOP/s of a big square matmul is measured
+in the same run, in fp32 and bf16, and the training step is reported as a fraction of it.
+The sampling time is for 64 images x 64 Euler steps; every step is one identical forward pass, so
+on CPU it is timed over --sample-steps steps and scaled to 64.
+"""
+import argparse
+import copy
+import json
+import resource
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+
+from lut import gram_penalty
+from model import PRESETS, LUTTransformer, add_noise, make_config, sample
+
+BATCH = 64  # images per training step, as train.py
+
+
+def flops_per_image(model):
+    """Matmul FLOPs of one forward pass for one image; a multiply-add counts 2. With P = 64 patch
+    tokens, S static tokens, T = P + S, width d, SwiGLU hidden size h and K LUT entries:
+
+        patch embed    2 P (3*8*8) d             8x8x3 pixels -> d, per patch
+        time MLP       2 (256 d + d d)           once per image
+        per block      2 T d 3d                  fused q, k, v projection
+                       2 T T d                   scores q k^T (all heads together)
+                       2 T T d                   attention-weighted sum of v
+                       2 T d d                   output projection
+                       2 T d 3h                  SwiGLU: gate and up (d -> 2h), down (h -> d)
+        score head     2 P d K
+        dynamic head   2 S d 48                  static states -> u, v: 3 colours x (8 + 8)
+        LUT mix        2 P K 192                 weights (P, K) @ entries (K, 3*8*8)
+
+    Norms, softmax, SiLU and the dynamic head's outer products u v^T are elementwise: they cost
+    memory traffic, not matmul FLOPs. Training costs about 3x the forward pass: the backward pass
+    computes one matmul for the input's gradient and one for the weights'."""
+    cfg = model.cfg
+    P, S, d, K = model.num_patches, cfg.static_tokens, cfg.width, cfg.dict_size
+    T, h = P + S, model.blocks[0].mlp.down.in_features
+    block = 2 * T * d * 3 * d + 2 * 2 * T * T * d + 2 * T * d * d + 2 * T * d * 3 * h
+    head = 2 * S * d * 48 if cfg.lut == "dynamic" else 0
+    return (2 * P * 192 * d + 2 * (256 * d + d * d) + cfg.depth * block
+            + 2 * P * d * K + head + 2 * P * K * 192)
+
+
+def timed(fn, repeats, device):
+    """Median seconds of `repeats` calls of fn: the median shrugs off a busy neighbour's spikes."""
+    seconds = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def matmul_peak(dtype, device, n=2048):
+    """FLOP/s of an n x n matmul: the most a training step's matmuls could reach."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    a @ b  # warm-up: thread pools, kernel selection
+    return 2 * n ** 3 / timed(lambda: a @ b, 10, device)
+
+
+def train_step(model, ema, optimizer, autocast, gram):
+    """One step as train.py takes it (t, noise, MSE, Gram penalty, clip, AdamW, EMA), on a batch of
+    random pixels: the speed does not depend on what the pictures show."""
+    device = model.pos.device
+    x = torch.rand(BATCH, 3, 64, 64, device=device) * 2 - 1  # (B, 3, 64, 64) in [-1, 1]
+    t = torch.rand(BATCH, device=device)
+    with autocast:
+        x_hat, lut = model(add_noise(x, torch.randn_like(x), t), t)
+    loss = (x_hat.float() - x).square().mean()
+    if gram:
+        loss = loss + gram * gram_penalty(lut.float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1 - 0.999)
+    return loss.item()
+
+
+def bench_head(lut_name, args, device, peaks):
+    torch.manual_seed(0)
+    model = LUTTransformer(make_config(args.preset, lut_name)).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-2, betas=(0.9, 0.95))
+    run_model = torch.compile(model) if args.compile else model
+    autocast = torch.autocast(device.type, torch.bfloat16) if args.dtype == "bf16" else nullcontext()
+    gram = 0.2 if lut_name == "tanh" else 0.0  # train.py's default
+
+    step = lambda: train_step(run_model, ema, optimizer, autocast, gram)
+    for _ in range(args.warmup):  # compilation, allocator and oneDNN caches warm up here
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step_s = timed(step, args.steps, device)
+
+    noise = torch.randn(BATCH, 3, 64, 64, device=device)
+    with autocast:
+        sample(run_model, noise[:2], steps=1)  # warm-up (compile recompiles for no_grad)
+        sample_s = timed(lambda: sample(run_model, noise, args.sample_steps), 1, device) * 64 / args.sample_steps
+
+    flops = 3 * flops_per_image(model) * BATCH / step_s
+    memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"  # ru_maxrss is in KiB on Linux
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"lut": lut_name, "step_ms": 1e3 * step_s, "img_per_s": BATCH / step_s,
+            "gflop_per_img": 3 * flops_per_image(model) / 1e9, "tflop_per_s": flops / 1e12,
+            "vs_fp32_peak": flops / peaks["fp32"], "vs_bf16_peak": flops / peaks["bf16"],
+            "sample_s": sample_s, "memory_gb": memory / 1e9}
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Benchmark training and sampling speed of the LUT transformer.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, else tiny)")
+    parser.add_argument("--lut", choices=["softmax", "tanh", "dynamic"], help="one head (default: all three)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="autocast dtype of the model")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py --compile")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    parser.add_argument("--sample-steps", type=int, help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.preset = args.preset or ("blog" if device.type == "cuda" else "tiny")
+    args.sample_steps = args.sample_steps or (64 if device.type == "cuda" else 4)
+    if min(args.steps, args.sample_steps) < 1 or args.warmup < 0:
+        sys.exit("error: --steps and --sample-steps must be at least 1, --warmup at least 0")
+
+    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    print(f"{device.type}, {torch.get_num_threads()} threads: 2048^2 matmul peak "
+          f"{peaks['fp32'] / 1e12:.3f} TFLOP/s fp32, {peaks['bf16'] / 1e12:.3f} TFLOP/s bf16")
+    print(f"preset {args.preset}, batch {BATCH}, {args.dtype}{' + compile' if args.compile else ''}")
+    rows = [bench_head(name, args, device, peaks) for name in ([args.lut] if args.lut else ["softmax", "tanh", "dynamic"])]
+
+    columns = ["lut", "step_ms", "img_per_s", "gflop_per_img", "tflop_per_s", "vs_fp32_peak", "vs_bf16_peak",
+               "sample_s", "memory_gb"]
+    print(" ".join(f"{c:>13}" for c in columns))
+    for row in rows:
+        print(" ".join(f"{row[c]:>13}" if isinstance(row[c], str) else f"{row[c]:>13.3f}" for c in columns))
+    if device.type == "cpu":
+        print("memory: peak RSS of the whole process so far, so it only grows down the table")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device.type, "preset": args.preset, "dtype": args.dtype, "compile": args.compile,
+                       "batch": BATCH, "peak_tflop_per_s": {k: v / 1e12 for k, v in peaks.items()}, "rows": rows}, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
