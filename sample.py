@@ -84,11 +84,11 @@ def main():
             image_grid(image[None]).save(Path(args.png_dir) / f"{i:05d}.png")
         print(f"wrote {len(images)} images to {args.png_dir}/")
     if args.gif:
-        # The first 16 images: the starting noise, then one frame per Euler step; the end is held.
+        # The first 16 images: the starting noise, then one frame per Euler step.
         pictures = [image_grid(x[:16].float().cpu(), ncol=4, pad=2) for x in frames]
         gif_path = Path(args.out).with_suffix(".gif")
-        pictures[0].save(gif_path, save_all=True, append_images=pictures[1:] + pictures[-1:] * 25,
-                         duration=80, loop=0)
+        durations = [80] * (len(pictures) - 1) + [2000]  # ms per frame; the cats stay up for 2 s
+        pictures[0].save(gif_path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
         print(f"wrote {gif_path}")
 
 

@@ -1,0 +1,132 @@
+"""Tests for train.py and sample.py, run as a user runs them: in subprocesses, on the CPU, with a
+model small enough that each command takes seconds. Run: python -m pytest -q"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from data import image_grid, toy_cats
+
+ROOT = Path(__file__).parent
+TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
+        "--log-every", "1", "--device", "cpu"]
+
+
+def run(script, *args, cwd, launcher=()):
+    """Run a project script from `cwd` (so data/cache and out/ land in the temp folder)."""
+    return subprocess.run([sys.executable, *launcher, str(ROOT / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def cats(tmp_path_factory):
+    """A folder of 8 small PNG cat faces."""
+    folder = tmp_path_factory.mktemp("cats")
+    for i, image in enumerate(toy_cats(8)):
+        image_grid(image[None].float() / 127.5 - 1).save(folder / f"{i}.png")
+    return folder
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_train_then_sample(tmp_path, cats):
+    result = run("train.py", *TINY, "--steps", 3, "--data", cats, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "step 3/3 | loss" in result.stdout
+    checkpoint = load(tmp_path / "out" / "ckpt.pt")
+    assert checkpoint["step"] == 3 and checkpoint["config"]["width"] == 32
+    assert (tmp_path / "out" / "samples_000003.png").exists() and (tmp_path / "out" / "lut.png").exists()
+
+    result = run("sample.py", "out/ckpt.pt", "--n", 4, "--steps", 3, "--gif", "--png-dir", "pngs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+    assert Image.open(tmp_path / "samples.png").size == (4 * 128 + 3 * 2, 128)  # 4 images, 2x, 2-pixel gaps
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"{i:05d}.png" for i in range(4)]
+    assert Image.open(tmp_path / "pngs" / "00000.png").size == (64, 64)
+    assert Image.open(tmp_path / "samples.gif").n_frames == 1 + 3  # the noise, then 3 steps
+
+
+def test_resume_is_exact(tmp_path, cats):
+    common = [*TINY, "--data", cats, "--lut", "tanh"]
+    assert run("train.py", *common, "--steps", 6, "--out", "one_go", cwd=tmp_path).returncode == 0
+    assert run("train.py", *common, "--steps", 3, "--out", "resumed", cwd=tmp_path).returncode == 0
+    result = run("train.py", "--resume", "--steps", 6, "--out", "resumed", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from step 3" in result.stdout
+    a, b = load(tmp_path / "one_go" / "ckpt.pt"), load(tmp_path / "resumed" / "ckpt.pt")
+    assert b["step"] == 6
+    for part in ("model", "ema"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), (part, name)
+
+
+def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats),
+                                "--steps", "100000"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until training is under way
+        if line.startswith("step 2/"):
+            break
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted: saving and stopping" in out
+    checkpoint = load(tmp_path / "out" / "ckpt.pt")
+    assert 2 <= checkpoint["step"] < 100000
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--lut", "dynamic", "--static-tokens", "0"], "static token"),
+    (["--lut", "sigmoid"], "invalid choice: 'sigmoid'"),
+    (["--heads", "3"], "divisible"),
+    (["--data", "no/such/folder"], "no/such/folder"),
+    (["--resume"], "no checkpoint"),
+])
+def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
+    result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_refuses_another_variant(tmp_path, cats):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
+    result = run("train.py", "--resume", "--lut", "softmax", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "trained with --lut dynamic, not softmax" in result.stderr
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 2, cwd=tmp_path).returncode == 0
+    good = (tmp_path / "out" / "ckpt.pt").read_bytes()
+    result = run("train.py", *TINY, "--data", cats, "--steps", 5, "--lr", "inf", "--save-every", 1, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "left as it was" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "out" / "ckpt.pt").read_bytes() == good
+
+
+def test_two_process_ddp_on_gloo(tmp_path, cats):
+    env_launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000)]
+    result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=env_launcher)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("step 3/3") == 1  # rank 0 alone logs
+    checkpoint = load(tmp_path / "out" / "ckpt.pt")
+    first, second = checkpoint["generators"]
+    assert not torch.equal(first, second)  # each rank draws its own batches
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
+def test_sample_rejects_bad_checkpoints(tmp_path, cats, content):
+    if content is None:  # a real checkpoint, cut in half
+        assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
+        whole = (tmp_path / "out" / "ckpt.pt").read_bytes()
+        content = whole[:len(whole) // 2]
+    (tmp_path / "bad.pt").write_bytes(content)
+    result = run("sample.py", "bad.pt", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot read bad.pt") and "Traceback" not in result.stderr
