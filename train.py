@@ -65,7 +65,7 @@ parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast dtype (d
 parser.add_argument("--compile", action="store_true", help="torch.compile the model")
 parser.add_argument("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
-# Settings a resumed run may change; every other one must match the checkpoint's.
+# Settings a resumed run takes from its own command line; every other one comes from the checkpoint.
 CHANGEABLE = {"out", "steps", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
 
 
@@ -87,7 +87,10 @@ if args.resume:
             flag = "--" + key.replace("_", "-")
             fail(f"{ckpt_path} was trained with {flag} {checkpoint['args'][key]}, not {value}: "
                  f"drop {flag}, or use another --out for a new run")
-    args = argparse.Namespace(**{**checkpoint["args"], **{k: typed[k] for k in CHANGEABLE & typed.keys()}})
+    given, args = args, argparse.Namespace(**checkpoint["args"])
+    for key in CHANGEABLE - {"steps"}:
+        setattr(args, key, getattr(given, key))  # e.g. a CUDA run may resume on a CPU
+    args.steps = given.steps or args.steps
 
 ddp = "RANK" in os.environ  # launched by torchrun
 rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
