@@ -15,7 +15,8 @@ The model is rebuilt from the checkpoint's own config and runs with its EMA weig
     pyramid, compared level by level (64, 32 and 16 pixels; x1e3, lower is better), next to the
     same figure for two disjoint halves of DIR, the floor that a perfect model would reach;
   * a memorisation check: each sample's L2 distance to its nearest training image (flips
-    included), against the same distance for real images of DIR.
+    included), over that to the second nearest (0 for a copy), against the same figure for the
+    real images of DIR; the training images are the checkpoint's own (or --train-data).
 Every figure is the same for the same --seed.
 """
 import argparse
