@@ -84,8 +84,10 @@ class DynamicHead(nn.Module):
 
     def __init__(self, width):
         super().__init__()
-        # Default (non-zero) init: u and v must start non-zero, or u v^T gets no gradient.
-        self.to_uv = nn.Linear(width, 3 * 2 * PATCH)
+        # PyTorch's default init gives u, v of std ~0.6: the entries start as distinct patterns
+        # of pixel-like size (with u = v = 0, u v^T would get no gradient). No bias: a shared
+        # bias would pull every entry towards one common pattern.
+        self.to_uv = nn.Linear(width, 3 * 2 * PATCH, bias=False)
 
     def forward(self, scores, static_states):  # static_states (B, K, width)
         uv = self.to_uv(static_states).unflatten(-1, (3, 2, PATCH))  # (B, K, 3, 2, 8)

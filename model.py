@@ -13,8 +13,8 @@ Usage:
     model = LUTTransformer(make_config("tiny", lut="dynamic"))   # prints "parameters: ..."
     x_hat, lut = model(x_t, t)
 
-Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), and the score
-layer starts at exactly zero. So at step 0 every patch gives its entries equal weight: the
+Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), the LUT heads as
+lut.py says, and the score layer at exactly zero. So at step 0 every patch gives its entries equal weight: the
 softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
 """
 import math
@@ -130,13 +130,12 @@ class LUTTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.RMSNorm(cfg.width)
         self.to_scores = nn.Linear(cfg.width, cfg.dict_size)  # K weights per patch token
-        self.lut_head = make_head(cfg.lut, cfg.dict_size, cfg.width)
-
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
         nn.init.zeros_(self.to_scores.weight)  # equal weights at the start (see docstring)
+        self.lut_head = make_head(cfg.lut, cfg.dict_size, cfg.width)  # initialises its own LUT
         print(f"parameters: {sum(p.numel() for p in self.parameters()) / 1e6:.1f}M")
 
     def forward(self, x_t, t):

@@ -79,6 +79,11 @@ def test_dynamic_entries_are_rank_one_and_per_image():
     model = LUTTransformer(small_config("dynamic"))
     _, lut = model(torch.randn(2, 3, 64, 64), torch.full((2,), 0.5))
     assert (lut[0] - lut[1]).abs().max() > 1e-4
+    # ... and within one image the entries start as distinct patterns of pixel-like size.
+    entries = lut[0].flatten(1)  # (K, 192)
+    assert 0.1 < entries.std() < 2
+    cosine = torch.nn.functional.normalize(entries, dim=1) @ torch.nn.functional.normalize(entries, dim=1).T
+    assert cosine.abs().fill_diagonal_(0).max() < 0.7
 
 
 def test_gram_penalty_values_and_gradient():
