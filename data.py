@@ -55,11 +55,12 @@ def bytes_to_images(raw, n):
     return pixels.permute(0, 3, 1, 2).contiguous()  # ...until this copy into channels-first order
 
 
-def save_atomically(tensor, path):
-    """torch.save to a temp file, then rename: a crash never leaves a half-written cache behind."""
+def save_atomically(obj, path):
+    """torch.save to a temp file, then rename: a crash (or Ctrl-C) never leaves a half-written
+    cache or checkpoint behind, and the previous file stays whole until the new one is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(tensor, temp)
+    torch.save(obj, temp)
     os.replace(temp, path)
 
 
