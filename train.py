@@ -32,38 +32,44 @@ from lut import gram_image, gram_penalty, lut_atlas
 from model import Config, LUTTransformer, PRESETS, add_noise, make_config, sample
 
 # ----------------------------------------------------------------------------- settings
-parser = argparse.ArgumentParser(description="Train a LUT patch transformer on 64x64 cat faces.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-parser.add_argument("--lut", default="dynamic", choices=["softmax", "tanh", "dynamic"], help="LUT head")
-parser.add_argument("--data", help="folder of cat images (default: the built-in toy cats)")
-parser.add_argument("--out", default="out", help="folder for checkpoint and pictures")
-parser.add_argument("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
-parser.add_argument("--width", type=int, help="override the preset's width")
-parser.add_argument("--depth", type=int, help="override the preset's number of blocks")
-parser.add_argument("--heads", type=int, help="override the preset's attention heads")
-parser.add_argument("--dict-size", type=int, help="LUT entries K (default: 512 softmax, 64 tanh/dynamic)")
-parser.add_argument("--static-tokens", type=int, help="learned extra tokens (default: 64 for dynamic, else 0)")
-parser.add_argument("--gram", type=float, help="Gram penalty weight (default: 0.2 for tanh, else 0)")
-parser.add_argument("--steps", type=int, help="training steps (default: 10000 for blog, 4000 for tiny)")
-parser.add_argument("--batch-size", type=int, default=64, help="images per step, over all processes")
-parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
-parser.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
-parser.add_argument("--weight-decay", type=float, default=1e-2)
-parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm")
-parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights used for sampling")
-parser.add_argument("--t-sampling", default="uniform", choices=["uniform", "logit-normal"],
-                    help="how t is drawn; logit-normal is sigmoid(N(-0.8, 0.8)) as in JiT")
-parser.add_argument("--loss", default="x", choices=["x", "v"],
-                    help="x: MSE on the image (the post); v: the same error weighted 1/(1-t)^2, "
-                         "which is the MSE on the velocity (JiT), with 1-t clamped at 0.05")
-parser.add_argument("--log-every", type=int, default=10, help="steps between log lines")
-parser.add_argument("--sample-every", type=int, default=500, help="steps between sample grids")
-parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 on CUDA, else fp32)")
-parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-parser.add_argument("--resume", action="store_true", help="continue from --out/ckpt.pt")
+# Per preset: the post's settings for blog; for tiny, about 30 minutes on 2 CPU cores (README).
+TRAIN_DEFAULTS = {"blog": dict(steps=10_000, batch_size=64, lr=3e-4),
+                  "tiny": dict(steps=2_500, batch_size=32, lr=1e-3)}
+parser = argparse.ArgumentParser(
+    description="Train a LUT patch transformer on 64x64 cat faces.",
+    epilog="presets: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in {**PRESETS[name], **TRAIN_DEFAULTS[name]}.items())
+                                   for name in PRESETS))
+arg = parser.add_argument
+arg("--lut", default="dynamic", choices=["softmax", "tanh", "dynamic"], help="LUT head (default: %(default)s)")
+arg("--data", help="folder of cat images (default: the built-in toy cats)")
+arg("--out", default="out", help="folder for the checkpoint and pictures (default: %(default)s)")
+arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
+arg("--width", type=int, help="override the preset's width")
+arg("--depth", type=int, help="override the preset's number of blocks")
+arg("--heads", type=int, help="override the preset's number of attention heads")
+arg("--dict-size", type=int, help="LUT entries K (default: 512 for softmax, 64 for tanh and dynamic)")
+arg("--static-tokens", type=int, help="learned extra tokens (default: 64 for dynamic, else 0)")
+arg("--gram", type=float, help="Gram penalty weight (default: 0.2 for tanh, else 0)")
+arg("--steps", type=int, help="training steps (default: the preset's)")
+arg("--batch-size", type=int, help="images per step, over all processes (default: the preset's)")
+arg("--lr", type=float, help="AdamW learning rate (default: the preset's)")
+arg("--warmup", type=int, default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
+arg("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: %(default)s)")
+arg("--grad-clip", type=float, default=1.0, help="max gradient norm (default: %(default)s)")
+arg("--ema", type=float, default=0.999, help="EMA decay of the weights used for sampling (default: %(default)s)")
+arg("--t-sampling", default="logit-normal", choices=["uniform", "logit-normal"],
+    help="how t is drawn: sigmoid(N(-0.8, 0.8)) as in JiT, or uniform as in the post (default: %(default)s)")
+arg("--loss", default="v", choices=["x", "v"],
+    help="v: the image error weighted 1/(1-t)^2, the MSE on the velocity, with 1-t clamped at 0.05 "
+         "(JiT); x: the plain MSE on the image, as in the post (default: %(default)s)")
+arg("--log-every", type=int, default=10, help="steps between log lines (default: %(default)s)")
+arg("--sample-every", type=int, default=500, help="steps between sample grids (default: %(default)s)")
+arg("--save-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
+arg("--seed", type=int, default=0, help="seed of weights, batches and noise (default: %(default)s)")
+arg("--device", help="cuda, mps or cpu (default: the best available)")
+arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 on CUDA, else fp32)")
+arg("--compile", action="store_true", help="torch.compile the model")
+arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 # Settings a resumed run takes from its own command line; every other one comes from the checkpoint.
 CHANGEABLE = {"out", "steps", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
@@ -108,7 +114,9 @@ log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
 if args.preset is None:
     args.preset = "blog" if device.type == "cuda" else "tiny"
     log(f"preset: {args.preset} on {device.type} (choose with --preset {'|'.join(PRESETS)})")
-args.steps = args.steps or (10_000 if args.preset == "blog" else 4_000)
+for key, value in TRAIN_DEFAULTS[args.preset].items():
+    if getattr(args, key) is None:
+        setattr(args, key, value)
 args.gram = args.gram if args.gram is not None else (0.2 if args.lut == "tanh" else 0.0)
 args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
 if args.batch_size % world:
