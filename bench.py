@@ -3,12 +3,13 @@ peak, sampling time and peak memory, for each LUT head.
 
     python bench.py                                   # tiny on CPU (blog on CUDA), all three heads
     python bench.py --preset blog --lut dynamic --dtype bf16 --compile --steps 3
-    python bench.py --json bench.json                 # the same figures as a JSON file
+    python bench.py --threads 1 --json bench.json     # on a busy machine; figures also as JSON
 
 Absolute timings drift on a shared machine, so the peak FLOP/s of a big square matmul is measured
 in the same run, in fp32 and bf16, and the training step is reported as a fraction of it.
 The sampling time is for 64 images x 64 Euler steps; every step is one identical forward pass, so
-on CPU it is timed over --sample-steps steps and scaled to 64.
+on CPU it is timed over --sample-steps steps and scaled to 64. On a CPU with bf16 instructions
+(AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path: see the README for figures.
 """
 import argparse
 import copy
@@ -25,6 +26,10 @@ from lut import gram_penalty
 from model import PRESETS, LUTTransformer, add_noise, make_config, sample
 
 BATCH = 64  # images per training step, as train.py
+COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
+           ("train_gflop_per_img", "GFLOP/img", ".2f"), ("tflop_per_s", "TFLOP/s", ".3f"),
+           ("vs_fp32_peak", "x fp32 peak", ".2f"), ("vs_bf16_peak", "x bf16 peak", ".2f"),
+           ("sample_s", "sample s", ".1f"), ("memory_gb", "memory GB", ".2f")]
 
 
 def flops_per_image(model):
@@ -55,7 +60,7 @@ def flops_per_image(model):
 
 
 def timed(fn, repeats, device):
-    """Median seconds of `repeats` calls of fn: the median shrugs off a busy neighbour's spikes."""
+    """Seconds of each of `repeats` calls of fn, as a list."""
     seconds = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -65,14 +70,15 @@ def timed(fn, repeats, device):
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    return seconds
 
 
 def matmul_peak(dtype, device, n=2048):
-    """FLOP/s of an n x n matmul: the most a training step's matmuls could reach."""
+    """FLOP/s of an n x n matmul, the best of 10: the most that a training step's matmuls can reach.
+    (Other jobs on the machine only ever slow a run down, so the fastest one is the peak.)"""
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     a @ b  # warm-up: thread pools, kernel selection
-    return 2 * n ** 3 / timed(lambda: a @ b, 10, device)
+    return 2 * n ** 3 / min(timed(lambda: a @ b, 10, device))
 
 
 def train_step(model, ema, optimizer, autocast, gram):
@@ -110,18 +116,19 @@ def bench_head(lut_name, args, device, peaks):
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step_s = timed(step, args.steps, device)
+    step_s = statistics.median(timed(step, args.steps, device))  # the median shrugs off one slow step
 
     noise = torch.randn(BATCH, 3, 64, 64, device=device)
     with autocast:
-        sample(run_model, noise[:2], steps=1)  # warm-up (compile recompiles for no_grad)
-        sample_s = timed(lambda: sample(run_model, noise, args.sample_steps), 1, device) * 64 / args.sample_steps
+        sample(run_model, noise, steps=1)  # warm-up: under no_grad, a compiled model compiles anew
+        sample_s = timed(lambda: sample(run_model, noise, args.sample_steps), 1, device)[0] * 64 / args.sample_steps
 
-    flops = 3 * flops_per_image(model) * BATCH / step_s
+    train_flops = 3 * flops_per_image(model)  # forward + backward, per image
+    flops = train_flops * BATCH / step_s
     memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"  # ru_maxrss is in KiB on Linux
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"lut": lut_name, "step_ms": 1e3 * step_s, "img_per_s": BATCH / step_s,
-            "gflop_per_img": 3 * flops_per_image(model) / 1e9, "tflop_per_s": flops / 1e12,
+            "train_gflop_per_img": train_flops / 1e9, "tflop_per_s": flops / 1e12,
             "vs_fp32_peak": flops / peaks["fp32"], "vs_bf16_peak": flops / peaks["bf16"],
             "sample_s": sample_s, "memory_gb": memory / 1e9}
 
@@ -135,11 +142,16 @@ def main():
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py --compile")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
-    parser.add_argument("--sample-steps", type=int, help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
+    parser.add_argument("--sample-steps", type=int,
+                        help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's); on a busy machine 1 is "
+                        "often faster, since threads that wait for each other wait for the other jobs too")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.preset = args.preset or ("blog" if device.type == "cuda" else "tiny")
     args.sample_steps = args.sample_steps or (64 if device.type == "cuda" else 4)
     if min(args.steps, args.sample_steps) < 1 or args.warmup < 0:
@@ -149,19 +161,19 @@ def main():
     print(f"{device.type}, {torch.get_num_threads()} threads: 2048^2 matmul peak "
           f"{peaks['fp32'] / 1e12:.3f} TFLOP/s fp32, {peaks['bf16'] / 1e12:.3f} TFLOP/s bf16")
     print(f"preset {args.preset}, batch {BATCH}, {args.dtype}{' + compile' if args.compile else ''}")
-    rows = [bench_head(name, args, device, peaks) for name in ([args.lut] if args.lut else ["softmax", "tanh", "dynamic"])]
+    heads = [args.lut] if args.lut else ["softmax", "tanh", "dynamic"]
+    rows = [bench_head(name, args, device, peaks) for name in heads]
 
-    columns = ["lut", "step_ms", "img_per_s", "gflop_per_img", "tflop_per_s", "vs_fp32_peak", "vs_bf16_peak",
-               "sample_s", "memory_gb"]
-    print(" ".join(f"{c:>13}" for c in columns))
+    print("".join(f"{header:>12}" for _, header, _ in COLUMNS))
     for row in rows:
-        print(" ".join(f"{row[c]:>13}" if isinstance(row[c], str) else f"{row[c]:>13.3f}" for c in columns))
+        print("".join(f"{row[key]:>12{form}}" for key, _, form in COLUMNS))
     if device.type == "cpu":
         print("memory: peak RSS of the whole process so far, so it only grows down the table")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": device.type, "preset": args.preset, "dtype": args.dtype, "compile": args.compile,
-                       "batch": BATCH, "peak_tflop_per_s": {k: v / 1e12 for k, v in peaks.items()}, "rows": rows}, f, indent=2)
+            json.dump({"device": device.type, "threads": torch.get_num_threads(), "preset": args.preset,
+                       "dtype": args.dtype, "compile": args.compile, "batch": BATCH,
+                       "peak_tflop_per_s": {k: v / 1e12 for k, v in peaks.items()}, "rows": rows}, f, indent=2)
         print(f"wrote {args.json}")
 
 

@@ -181,7 +181,8 @@ def compare(samples, train_args, args):
     real_a, real_b = (real[order[i * n:(i + 1) * n]].float() / 127.5 - 1 for i in range(2))
     samples = ((samples[:n].clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # as a PNG stores them
 
-    results = {"samples vs real": swd(samples, real_a, args.seed), "real vs real (floor)": swd(real_b, real_a, args.seed)}
+    results = {"samples vs real": swd(samples, real_a, args.seed),
+               "real vs real (floor)": swd(real_b, real_a, args.seed)}
     print(f"sliced Wasserstein distance x1e3 (Karras et al. 2018), {n} vs {n} images, lower is better")
     print(f"{'':22}{'64px':>8}{'32px':>8}{'16px':>8}{'mean':>8}")
     for name, levels in results.items():
@@ -191,8 +192,8 @@ def compare(samples, train_args, args):
 
     check = copying_check(samples, train, real_a)
     print(f"memorisation: nearest of {len(train)} training images or their mirrors (medians)")
-    print(f"  L2 distance to the nearest               samples {check['nearest_samples']:6.2f}   real {check['nearest_real']:6.2f}")
-    print(f"  nearest / second-nearest (0 for a copy)  samples {check['ratio_samples']:6.3f}   real {check['ratio_real']:6.3f}")
+    for name, key in [("L2 distance to the nearest", "nearest"), ("nearest / second-nearest (0: a copy)", "ratio")]:
+        print(f"  {name:38}samples {check[key + '_samples']:6.3f}   real {check[key + '_real']:6.3f}")
     print(f"  {check['verdict']}")
 
 
