@@ -25,7 +25,7 @@ import torch
 from lut import gram_penalty
 from model import PRESETS, LUTTransformer, add_noise, make_config, sample
 
-BATCH = 64  # images per training step, as train.py
+BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
            ("train_gflop_per_img", "GFLOP/img", ".2f"), ("tflop_per_s", "TFLOP/s", ".3f"),
            ("vs_fp32_peak", "x fp32 peak", ".2f"), ("vs_bf16_peak", "x bf16 peak", ".2f"),
