@@ -18,12 +18,10 @@ import resource
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
-from lut import gram_penalty
-from model import PRESETS, LUTTransformer, add_noise, make_config, sample
+from model import PRESETS, LUTTransformer, autocast_for, best_device, denoising_loss, fast_dtype, make_config, sample
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
@@ -82,23 +80,17 @@ def matmul_peak(dtype, device, n=2048):
 
 
 def train_step(model, ema, optimizer, autocast, gram):
-    """One step as train.py takes it (t, noise, MSE, Gram penalty, clip, AdamW, EMA), on a batch of
-    random pixels: the speed does not depend on what the pictures show."""
+    """One step as train.py takes it (t, noise, loss, Gram penalty, clip, AdamW, EMA), on a batch
+    of random pixels: the speed does not depend on what the pictures show."""
     device = model.pos.device
     x = torch.rand(BATCH, 3, 64, 64, device=device) * 2 - 1  # (B, 3, 64, 64) in [-1, 1]
     t = torch.rand(BATCH, device=device)
-    with autocast:
-        x_hat, lut = model(add_noise(x, torch.randn_like(x), t), t)
-    loss = (x_hat.float() - x).square().mean()
-    if gram:
-        loss = loss + gram * gram_penalty(lut.float())
+    loss, _ = denoising_loss(model, x, t, torch.randn_like(x), autocast, gram=gram)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), model.parameters()):
-            p_ema.lerp_(p, 1 - 0.999)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - 0.999)
     return loss.item()
 
 
@@ -106,9 +98,10 @@ def bench_head(lut_name, args, device, peaks):
     torch.manual_seed(0)
     model = LUTTransformer(make_config(args.preset, lut_name)).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-2, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-2, betas=(0.9, 0.95),
+                                  fused=device.type in ("cuda", "cpu"))
     run_model = torch.compile(model) if args.compile else model
-    autocast = torch.autocast(device.type, torch.bfloat16) if args.dtype == "bf16" else nullcontext()
+    autocast = autocast_for(device, args.dtype)
     gram = 0.2 if lut_name == "tanh" else 0.0  # train.py's default
 
     step = lambda: train_step(run_model, ema, optimizer, autocast, gram)
@@ -138,21 +131,23 @@ def main():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, else tiny)")
     parser.add_argument("--lut", choices=["softmax", "tanh", "dynamic"], help="one head (default: all three)")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="autocast dtype of the model")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], help="autocast dtype (default: as train.py, bf16 "
+                        "where the device runs it natively)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py --compile")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=int,
                         help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
-    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device or best_device())
     if args.threads:
         torch.set_num_threads(args.threads)
     args.preset = args.preset or ("blog" if device.type == "cuda" else "tiny")
+    args.dtype = args.dtype or fast_dtype(device)
     args.sample_steps = args.sample_steps or (64 if device.type == "cuda" else 4)
     if min(args.steps, args.sample_steps) < 1 or args.warmup < 0:
         sys.exit("error: --steps and --sample-steps must be at least 1, --warmup at least 0")

@@ -21,14 +21,13 @@ Every figure is the same for the same --seed.
 """
 import argparse
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from data import image_grid, load_images, toy_cats
-from model import Config, LUTTransformer, sample
+from model import Config, LUTTransformer, autocast_for, best_device, fast_dtype, sample
 
 CHUNK = 256  # images sampled at once, to bound memory for large --n
 
@@ -37,28 +36,35 @@ def fail(message):
     sys.exit(f"error: {message}")
 
 
-def load_model(path, device):
-    """The EMA model of a train.py checkpoint, on `device` (a CUDA checkpoint loads on a CPU), and
-    the settings it was trained with (train.py's arguments as a dict)."""
+def load_checkpoint(path):
+    """A checkpoint written by train.py, as a dict, or a one-line error saying what is wrong."""
     if not Path(path).is_file():
         fail(f"no checkpoint at {path}; train one first with: python train.py")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # CUDA-trained loads anywhere
     except Exception as e:  # truncated, corrupt or not a torch file at all
         fail(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?")
-    if not isinstance(checkpoint, dict) or not {"config", "ema"} <= checkpoint.keys():
+    if not isinstance(checkpoint, dict) or not {"config", "ema", "args"} <= checkpoint.keys():
         fail(f"{path} is not a checkpoint written by train.py")
+    return checkpoint
+
+
+def load_model(path, device):
+    """The EMA model of a train.py checkpoint on `device`, and the settings it was trained with
+    (train.py's arguments as a dict)."""
+    checkpoint = load_checkpoint(path)
     model = LUTTransformer(Config(**checkpoint["config"]))
     model.load_state_dict(checkpoint["ema"])
     print(f"loaded {path}: {model.cfg.lut} head, step {checkpoint['step']}")
-    return model.to(device).eval(), checkpoint.get("args", {})
+    return model.to(device).eval(), checkpoint["args"]
 
 
 def generate(model, n, steps, seed, device, frames=None):
-    """n samples (n, 3, 64, 64) in [-1, 1], the same for the same seed whatever the device.
+    """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device;
+    in bf16 where the device runs it natively (model.fast_dtype), else fp32.
     If `frames` is a list, it receives the first chunk's trajectory: its noise, then every step."""
     noise = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = autocast_for(device, fast_dtype(device))
     chunks = []
     with autocast:
         for start in range(0, n, CHUNK):
@@ -217,8 +223,7 @@ def main():
         args.n = 1024 if args.compare else 64
     if args.n < 1 or args.steps < 1:
         fail("--n and --steps must be at least 1")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else
-                                          "mps" if torch.backends.mps.is_available() else "cpu"))
+    device = torch.device(args.device or best_device())
 
     model, train_args = load_model(args.ckpt, device)
     frames = [] if args.gif else None

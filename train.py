@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,8 +27,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from data import get_batch, image_grid, load_images, save_atomically
-from lut import gram_image, gram_penalty, lut_atlas
-from model import Config, LUTTransformer, PRESETS, add_noise, make_config, sample
+from lut import gram_image, lut_atlas
+from model import (PRESETS, Config, LUTTransformer, autocast_for, best_device, denoising_loss, fast_dtype,
+                   make_config, sample)
+from sample import fail, load_checkpoint
 
 # ----------------------------------------------------------------------------- settings
 # Per preset: the post's settings for blog; for tiny, about 30 minutes on 2 CPU cores (README).
@@ -67,16 +68,12 @@ arg("--sample-every", type=int, default=500, help="steps between sample grids (d
 arg("--save-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
 arg("--seed", type=int, default=0, help="seed of weights, batches and noise (default: %(default)s)")
 arg("--device", help="cuda, mps or cpu (default: the best available)")
-arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 on CUDA, else fp32)")
+arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action="store_true", help="torch.compile the model")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 # Settings a resumed run takes from its own command line; every other one comes from the checkpoint.
 CHANGEABLE = {"out", "steps", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
-
-
-def fail(message):
-    sys.exit(f"error: {message}")
 
 
 # ----------------------------------------------------------------------------- setup
@@ -85,7 +82,7 @@ checkpoint = None
 if args.resume:
     if not ckpt_path.exists():
         fail(f"--resume: no checkpoint at {ckpt_path}; train without --resume first, or set --out")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(ckpt_path)
     parser.set_defaults(**dict.fromkeys(vars(args)))  # re-parse with no defaults: what was typed?
     typed = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
     for key, value in typed.items():
@@ -101,7 +98,7 @@ if args.resume:
 ddp = "RANK" in os.environ  # launched by torchrun
 rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
 if args.device is None:
-    args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    args.device = best_device()
 device = torch.device(args.device)
 if ddp:
     if device.type == "cuda":
@@ -118,7 +115,7 @@ for key, value in TRAIN_DEFAULTS[args.preset].items():
     if getattr(args, key) is None:
         setattr(args, key, value)
 args.gram = args.gram if args.gram is not None else (0.2 if args.lut == "tanh" else 0.0)
-args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+args.dtype = args.dtype or fast_dtype(device)
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
 try:
@@ -133,7 +130,8 @@ log(f"data: {len(images)} images from {args.data or 'the built-in toy cats'}")
 torch.manual_seed(args.seed)  # the same initial weights on every rank
 model = LUTTransformer(cfg).to(device)
 ema = copy.deepcopy(model).requires_grad_(False)
-optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.95))
+optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.95),
+                              fused=device.type in ("cuda", "cpu"))  # one kernel for all parameters
 # One generator draws everything random in training (batches, flips, t, noise): its state in
 # the checkpoint makes a resumed run exact. Each rank gets its own stream.
 generator = torch.Generator().manual_seed(args.seed + rank)
@@ -148,7 +146,7 @@ if checkpoint:
 train_model = torch.compile(model) if args.compile else model
 if ddp:
     train_model = DistributedDataParallel(train_model)
-autocast = torch.autocast(device.type, torch.bfloat16) if args.dtype == "bf16" else nullcontext()
+autocast = autocast_for(device, args.dtype)
 fixed_noise = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(1234)).to(device)
 Path(args.out).mkdir(parents=True, exist_ok=True)
 
@@ -210,14 +208,7 @@ while step < args.steps:
     t = draw_t(local_batch)
     noise = torch.randn(x.shape, generator=generator).to(device)
     t = t.to(device)
-    with autocast:
-        x_hat, lut = train_model(add_noise(x, noise, t), t)
-    per_image = (x_hat.float() - x).square().mean((1, 2, 3))  # (b,) the loss math runs in fp32
-    # The velocity of the path is (x - x_t) / (1 - t), so its error is the image error / (1 - t).
-    weight = (1 - t).clamp_min(0.05).pow(-2) if args.loss == "v" else torch.ones_like(t)
-    loss = (weight * per_image).mean()
-    if args.gram:
-        loss = loss + args.gram * gram_penalty(lut.float())
+    loss, per_image = denoising_loss(train_model, x, t, noise, autocast, args.loss, args.gram)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -225,9 +216,7 @@ while step < args.steps:
         group["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
     optimizer.step()
     decay = min(args.ema, (1 + step) / (10 + step))  # warm-up: early EMA follows the model closely
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), model.parameters()):
-            p_ema.lerp_(p, 1 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
     step += 1
 
     loss_sum += loss.detach()
