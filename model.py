@@ -31,7 +31,9 @@ from lut import PATCH, apply_lut, gram_penalty, make_head
 
 PRESETS = {
     "blog": dict(width=512, depth=16, heads=8),  # the post's model
-    "tiny": dict(width=192, depth=6, heads=3),  # for CPUs: see README for its speed
+    # For CPUs: one training step at batch 32 with the dynamic head takes about 0.7 s in bf16
+    # (1.3 s in fp32) on one core of this project's 2-core x86 machine (bench.py, README).
+    "tiny": dict(width=192, depth=6, heads=3),
 }
 HEAD_DEFAULTS = {  # as in the post
     "softmax": dict(dict_size=512, static_tokens=0),
