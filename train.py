@@ -41,7 +41,8 @@ parser = argparse.ArgumentParser(
     epilog="presets: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in {**PRESETS[name], **TRAIN_DEFAULTS[name]}.items())
                                    for name in PRESETS))
 arg = parser.add_argument
-arg("--lut", default="dynamic", choices=["softmax", "tanh", "dynamic"], help="LUT head (default: %(default)s)")
+arg("--lut", default="tanh", choices=["softmax", "tanh", "dynamic"],
+    help="LUT head (default: %(default)s, the best of the three on a CPU budget, README)")
 arg("--data", help="folder of cat images (default: the built-in toy cats)")
 arg("--out", default="out", help="folder for the checkpoint and pictures (default: %(default)s)")
 arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
