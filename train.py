@@ -203,12 +203,11 @@ local_batch = args.batch_size // world
 log(f"training {args.lut} head for {args.steps} steps, batch {args.batch_size}, {args.dtype}, on {device}")
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
-start_step, t_start = step, time.time()
+start_step, last_log, t_start = step, step, time.time()
 while step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
-    t = draw_t(local_batch)
+    t = draw_t(local_batch).to(device)  # drawn before the noise: the order is part of an exact resume
     noise = torch.randn(x.shape, generator=generator).to(device)
-    t = t.to(device)
     loss, per_image = denoising_loss(train_model, x, t, noise, autocast, args.loss, args.gram)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -228,8 +227,7 @@ while step < args.steps:
         stats = torch.cat([loss_sum.view(1), bin_sums.flatten(), torch.tensor([float(interrupted)], device=device)])
         if ddp:
             dist.all_reduce(stats)  # one sync per log line: mean loss, bins and Ctrl-C over ranks
-        steps_done = args.log_every if step % args.log_every == 0 else step % args.log_every
-        mean_loss = stats[0].item() / (steps_done * world)
+        mean_loss = stats[0].item() / ((step - last_log) * world)
         if not math.isfinite(mean_loss):
             fail(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. "
                  f"Try a lower --lr, or --dtype fp32")
@@ -240,6 +238,7 @@ while step < args.steps:
             + f" | {args.batch_size / per_step:.0f} img/s | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
         loss_sum.zero_()
         bin_sums.zero_()
+        last_log = step
         if stats[-1] > 0:
             log("interrupted: saving and stopping")
             save_checkpoint()
