@@ -182,6 +182,26 @@ def fast_dtype(device):
     return "bf16" if native else "fp32"
 
 
+# Training noise levels. JiT's logit-normal t = sigmoid(N(-0.8, 0.8)) leans towards the noisy end,
+# where the layout of the face is decided; the post draws t uniformly.
+LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD = -0.8, 0.8
+
+
+def draw_t(n, how, generator):
+    """n noise levels (n,) in [0, 1] to train on: how = "uniform" (the post) or "logit-normal" (JiT)."""
+    if how == "uniform":
+        return torch.rand(n, generator=generator)
+    return torch.sigmoid(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * torch.randn(n, generator=generator))
+
+
+def t_quantile(how, q):
+    """The noise level below which a fraction q of draw_t(how) falls."""
+    if how == "uniform":
+        return q
+    z = torch.special.ndtri(torch.tensor(q, dtype=torch.float64)).item()  # the standard normal's q-quantile
+    return 1 / (1 + math.exp(-(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * z)))
+
+
 def add_noise(x, noise, t):
     """The lerp path between noise and image: t (B,) = 1 gives x, t = 0 gives pure noise."""
     t = t.view(-1, 1, 1, 1)
@@ -207,15 +227,19 @@ def denoising_loss(model, x, t, noise, autocast, loss="v", gram=0.0):
 
 
 @torch.no_grad()
-def sample(model, noise, steps=64, frames=None):
+def sample(model, noise, steps=64, t_sampling="logit-normal", frames=None):
     """Euler steps along the lerp path from t=0 (noise) to t=1 (image).
 
     Along the path dx_t/dt = x - noise = (x - x_t) / (1 - t), so with the prediction x_hat the
-    step is x <- x + (x_hat - x) dt / (1 - t). On the last step dt = 1 - t: x becomes x_hat
-    itself and nothing divides by zero. If `frames` is a list, every intermediate x is appended.
+    step is x <- x + (x_hat - x) dt / (1 - t). The steps are spread evenly from t=0 up to the
+    99th percentile of the noise levels the model was trained on (t_sampling: 0.74 for logit-normal);
+    from there the last step lands on x_hat itself (dt = 1 - t, nothing divides by zero). Above
+    that level the model has hardly seen data, and stepping on through it made samples
+    over-contrasted, with clipped highlights (README, Results).
+    If `frames` is a list, every intermediate x is appended.
     """
     x = noise
-    times = torch.linspace(0, 1, steps + 1).tolist()
+    times = [*torch.linspace(0, t_quantile(t_sampling, 0.99), steps).tolist(), 1.0]
     for t, t_next in zip(times[:-1], times[1:]):
         x_hat, _ = model(x, torch.full((len(x),), t, device=x.device))
         x = x + (x_hat.float() - x) * (t_next - t) / (1 - t)

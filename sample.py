@@ -59,9 +59,10 @@ def load_model(path, device):
     return model.to(device).eval(), checkpoint["args"]
 
 
-def generate(model, n, steps, seed, device, frames=None):
+def generate(model, n, steps, seed, device, t_sampling, frames=None):
     """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device;
-    in bf16 where the device runs it natively (model.fast_dtype), else fp32.
+    in bf16 where the device runs it natively (model.fast_dtype), else fp32. t_sampling: how the
+    model's training drew t, which sets the sampler's time grid (model.sample).
     If `frames` is a list, it receives the first chunk's trajectory: its noise, then every step."""
     noise = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     autocast = autocast_for(device, fast_dtype(device))
@@ -71,7 +72,7 @@ def generate(model, n, steps, seed, device, frames=None):
             chunk = noise[start:start + CHUNK].to(device)
             if frames is not None and start == 0:
                 frames.append(chunk)  # the trajectory starts at the pure noise
-            chunks.append(sample(model, chunk, steps, frames if start == 0 else None).float().cpu())
+            chunks.append(sample(model, chunk, steps, t_sampling, frames if start == 0 else None).float().cpu())
     return torch.cat(chunks)
 
 
@@ -227,7 +228,7 @@ def main():
 
     model, train_args = load_model(args.ckpt, device)
     frames = [] if args.gif else None
-    images = generate(model, args.n, args.steps, args.seed, device, frames)
+    images = generate(model, args.n, args.steps, args.seed, device, train_args["t_sampling"], frames)
     image_grid(images[:64], ncol=8, scale=2, pad=2).save(args.out)
     print(f"wrote {args.out}")
     if args.png_dir:

@@ -1,10 +1,12 @@
 """Tests for lut.py and model.py: the three LUT heads against slow obvious versions, the Gram
 penalty, shapes and gradients of the model, and an overfitting check. Run: python -m pytest -q"""
+import math
+
 import pytest
 import torch
 
 from lut import PATCH, apply_lut, gram_penalty, gram_image, lut_atlas, make_head, patchify, unpatchify
-from model import Config, LUTTransformer, add_noise, make_config, sample
+from model import Config, LUTTransformer, add_noise, draw_t, make_config, sample, t_quantile
 
 HEADS = ["softmax", "tanh", "dynamic"]
 
@@ -152,16 +154,31 @@ def test_zero_init_starts_at_the_mean_pattern():
     assert torch.allclose(patchify(out)[0], lut.mean(0).expand(64, 3, 8, 8), atol=1e-6)
 
 
-def test_sampler_last_step_returns_the_prediction():
-    class Constant(torch.nn.Module):  # always predicts the same image
+def test_sampler_steps_evenly_to_the_99th_percentile_of_training_t_then_lands_on_the_prediction():
+    class Constant(torch.nn.Module):  # always predicts the same image, and records the t it is asked at
+        seen = []
+
         def forward(self, x, t):
+            self.seen.append(t[0].item())
             return torch.full_like(x, 0.25), None
     noise = torch.randn(2, 3, 64, 64)
     frames = []
-    out = sample(Constant(), noise, steps=4, frames=frames)
+    out = sample(Constant(), noise, steps=4, t_sampling="logit-normal", frames=frames)
     assert len(frames) == 4 and torch.allclose(out, torch.full_like(out, 0.25))
-    # After the first of 4 steps (t: 0 -> 0.25) x is exactly the path point at t = 0.25.
-    assert torch.allclose(frames[0], add_noise(torch.full_like(noise, 0.25), noise, torch.full((2,), 0.25)))
+    end = t_quantile("logit-normal", 0.99)
+    assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3263)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_0.99)
+    assert Constant.seen == pytest.approx([0, end / 3, 2 * end / 3, end])
+    # After the first step x is exactly the path point at the next t.
+    t1 = torch.full((2,), end / 3)
+    assert torch.allclose(frames[0], add_noise(torch.full_like(noise, 0.25), noise, t1), atol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["uniform", "logit-normal"])
+def test_t_quantile_matches_draw_t(how):
+    t = draw_t(200_000, how, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= 1
+    for q in (0.1, 0.5, 0.99):
+        assert (t < t_quantile(how, q)).float().mean().item() == pytest.approx(q, abs=0.005)
 
 
 @pytest.mark.parametrize("lut_name", HEADS)

@@ -1,5 +1,6 @@
 """Tests for train.py and sample.py, run as a user runs them: in subprocesses, on the CPU, with a
 model small enough that each command takes seconds. Run: python -m pytest -q"""
+import math
 import os
 import signal
 import subprocess
@@ -92,6 +93,16 @@ def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
     result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_min_lr(tmp_path, cats):
+    result = run("train.py", *TINY, "--data", cats, "--steps", 6, "--warmup", 2, "--lr", 0.01, "--min-lr", 0.1,
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    logged = [float(line.split("| lr ")[1].split()[0]) for line in result.stdout.splitlines() if "| lr " in line]
+    cosine = [0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 3))) for k in range(4)]  # steps 3..6
+    assert logged == pytest.approx([0.005, 0.01, *cosine], rel=0.02)  # printed to 2 digits
+    assert logged[-1] == pytest.approx(0.001)
 
 
 def test_resume_refuses_another_variant(tmp_path, cats):

@@ -7,7 +7,8 @@ Usage:
     torchrun --nproc_per_node=4 train.py ...       # several GPUs (or CPU processes) with DDP
 
 One training step, as the post trains: draw t in [0, 1], make x_t = t x + (1 - t) noise, predict x,
-take the MSE to x (plus the Gram penalty), clip gradients, step AdamW, update the EMA weights.
+take the MSE to x (plus the Gram penalty), clip gradients, step AdamW (learning rate: linear warm-up,
+then a cosine decay), update the EMA weights.
 Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C),
 and every --sample-every steps samples_<step>.png (EMA weights, fixed noise), lut.png, gram.png.
 """
@@ -28,14 +29,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data import get_batch, image_grid, load_images, save_atomically
 from lut import gram_image, lut_atlas
-from model import (PRESETS, Config, LUTTransformer, autocast_for, best_device, denoising_loss, fast_dtype,
-                   make_config, sample)
+from model import (PRESETS, Config, LUTTransformer, autocast_for, best_device, denoising_loss, draw_t,
+                   fast_dtype, make_config, sample)
 from sample import fail, load_checkpoint
 
 # ----------------------------------------------------------------------------- settings
-# Per preset: the post's settings for blog; for tiny, about 13 minutes on 2 CPU cores in bf16 (README).
+# Per preset: the post's settings for blog; for tiny, about 25 minutes on 2 CPU cores in bf16 (README).
 TRAIN_DEFAULTS = {"blog": dict(steps=10_000, batch_size=64, lr=3e-4),
-                  "tiny": dict(steps=2_500, batch_size=32, lr=1e-3)}
+                  "tiny": dict(steps=8_000, batch_size=32, lr=1e-3)}
 parser = argparse.ArgumentParser(
     description="Train a LUT patch transformer on 64x64 cat faces.",
     epilog="presets: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in {**PRESETS[name], **TRAIN_DEFAULTS[name]}.items())
@@ -56,6 +57,8 @@ arg("--steps", type=int, help="training steps (default: the preset's)")
 arg("--batch-size", type=int, help="images per step, over all processes (default: the preset's)")
 arg("--lr", type=float, help="AdamW learning rate (default: the preset's)")
 arg("--warmup", type=int, default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
+arg("--min-lr", type=float, default=0.1, help="cosine decay over --steps ends at this fraction of --lr (default: %(default)s; "
+    "1 keeps the learning rate constant, as the post)")
 arg("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: %(default)s)")
 arg("--grad-clip", type=float, default=1.0, help="max gradient norm (default: %(default)s)")
 arg("--ema", type=float, default=0.999, help="EMA decay of the weights used for sampling (default: %(default)s)")
@@ -115,6 +118,8 @@ if args.preset is None:
 for key, value in TRAIN_DEFAULTS[args.preset].items():
     if getattr(args, key) is None:
         setattr(args, key, value)
+        if key == "steps" and args.preset == "tiny" and args.lut == "dynamic":
+            args.steps //= 2  # its 64 static tokens double the cost of a step: the same minutes on a CPU
 args.gram = args.gram if args.gram is not None else (0.2 if args.lut == "tanh" else 0.0)
 args.dtype = args.dtype or fast_dtype(device)
 if args.batch_size % world:
@@ -152,11 +157,12 @@ fixed_noise = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed
 Path(args.out).mkdir(parents=True, exist_ok=True)
 
 
-def draw_t(n):
-    """Noise levels t (n,) in [0, 1]: 1 is the clean image, 0 pure noise."""
-    if args.t_sampling == "uniform":
-        return torch.rand(n, generator=generator)
-    return torch.sigmoid(-0.8 + 0.8 * torch.randn(n, generator=generator))  # leans noisy, as JiT
+def learning_rate(step):
+    """Linear warm-up, then a cosine decay from --lr to --min-lr * --lr at the last step (as nanoGPT)."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - 1 - args.warmup)  # 1 at the last step
+    return args.lr * (args.min_lr + (1 - args.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def save_checkpoint():
@@ -177,7 +183,7 @@ def save_checkpoint():
 def save_pictures():
     """Samples from the EMA weights with fixed noise, and the LUT (the first sample's, if dynamic)."""
     with autocast:
-        samples = sample(ema, fixed_noise, steps=32)
+        samples = sample(ema, fixed_noise, 32, args.t_sampling)
         _, lut = ema(samples[:1], torch.ones(1, device=device))
     lut = lut[0] if lut.dim() == 5 else lut  # (K, 3, 8, 8)
     image_grid(samples, ncol=8, scale=2, pad=2).save(Path(args.out) / f"samples_{step:06d}.png")
@@ -206,14 +212,14 @@ loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 while step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
-    t = draw_t(local_batch).to(device)  # drawn before the noise: the order is part of an exact resume
+    t = draw_t(local_batch, args.t_sampling, generator).to(device)  # drawn before the noise: the order is part of an exact resume
     noise = torch.randn(x.shape, generator=generator).to(device)
     loss, per_image = denoising_loss(train_model, x, t, noise, autocast, args.loss, args.gram)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
     for group in optimizer.param_groups:
-        group["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+        group["lr"] = learning_rate(step)
     optimizer.step()
     decay = min(args.ema, (1 + step) / (10 + step))  # warm-up: early EMA follows the model closely
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
@@ -235,7 +241,7 @@ while step < args.steps:
         elapsed = time.time() - t_start
         per_step = elapsed / (step - start_step)
         log(f"step {step}/{args.steps} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
-            + f" | {args.batch_size / per_step:.0f} img/s | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
+            + f" | lr {optimizer.param_groups[0]['lr']:.1e} | {args.batch_size / per_step:.0f} img/s | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
