@@ -188,7 +188,8 @@ LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD = -0.8, 0.8
 
 
 def draw_t(n, how, generator):
-    """n noise levels (n,) in [0, 1] to train on: how = "uniform" (the post) or "logit-normal" (JiT)."""
+    """n noise levels (n,) to train on, in [0, 1] (1 the clean image, 0 pure noise):
+    how = "uniform" (the post) or "logit-normal" (JiT)."""
     if how == "uniform":
         return torch.rand(n, generator=generator)
     return torch.sigmoid(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * torch.randn(n, generator=generator))
@@ -227,7 +228,7 @@ def denoising_loss(model, x, t, noise, autocast, loss="v", gram=0.0):
 
 
 @torch.no_grad()
-def sample(model, noise, steps=64, t_sampling="logit-normal", frames=None):
+def sample(model, noise, steps, t_sampling, frames=None):
     """Euler steps along the lerp path from t=0 (noise) to t=1 (image).
 
     Along the path dx_t/dt = x - noise = (x - x_t) / (1 - t), so with the prediction x_hat the

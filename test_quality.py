@@ -84,7 +84,7 @@ def test_compare_cli(tmp_path):
     torch.manual_seed(0)
     model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
     torch.save({"config": asdict(model.cfg), "ema": model.state_dict(), "step": 0,
-                "args": {"data": "train", "seed": 0}}, tmp_path / "ckpt.pt")
+                "args": {"data": "train", "seed": 0, "t_sampling": "logit-normal"}}, tmp_path / "ckpt.pt")
     command = ["sample.py", "ckpt.pt", "--compare", "real", "--n", "8", "--steps", "2", "--device", "cpu"]
     result = subprocess.run([sys.executable, str(Path(__file__).parent / command[0]), *command[1:]],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)

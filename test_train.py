@@ -55,7 +55,8 @@ def test_train_then_sample(tmp_path, cats):
 
 
 def test_resume_is_exact(tmp_path, cats):
-    common = [*TINY, "--data", cats, "--lut", "tanh"]
+    # The warm-up spans the resume point; with --min-lr 1 the rate after it does not depend on --steps.
+    common = [*TINY, "--data", cats, "--lut", "tanh", "--warmup", 4, "--min-lr", 1]
     assert run("train.py", *common, "--steps", 6, "--out", "one_go", cwd=tmp_path).returncode == 0
     assert run("train.py", *common, "--steps", 3, "--out", "resumed", cwd=tmp_path).returncode == 0
     result = run("train.py", "--resume", "--steps", 6, "--out", "resumed", cwd=tmp_path)
@@ -88,6 +89,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     (["--heads", "3"], "divisible"),
     (["--data", "no/such/folder"], "no/such/folder"),
     (["--resume"], "no checkpoint"),
+    (["--min-lr", "2"], "fraction of --lr"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
     result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)
@@ -101,7 +103,7 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_min_lr(tmp_path, cats):
     assert result.returncode == 0, result.stderr
     logged = [float(line.split("| lr ")[1].split()[0]) for line in result.stdout.splitlines() if "| lr " in line]
     cosine = [0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 3))) for k in range(4)]  # steps 3..6
-    assert logged == pytest.approx([0.005, 0.01, *cosine], rel=0.02)  # printed to 2 digits
+    assert logged == pytest.approx([0.005, 0.01, *cosine], rel=0.002)  # printed to 3 digits
     assert logged[-1] == pytest.approx(0.001)
 
 

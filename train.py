@@ -34,7 +34,8 @@ from model import (PRESETS, Config, LUTTransformer, autocast_for, best_device, d
 from sample import fail, load_checkpoint
 
 # ----------------------------------------------------------------------------- settings
-# Per preset: the post's settings for blog; for tiny, about 25 minutes on 2 CPU cores in bf16 (README).
+# Per preset: the post's settings for blog; for tiny, about 28 minutes on 2 CPU cores in bf16 (README),
+# and half the steps for the dynamic head, whose 64 static tokens double the cost of a step.
 TRAIN_DEFAULTS = {"blog": dict(steps=10_000, batch_size=64, lr=3e-4),
                   "tiny": dict(steps=8_000, batch_size=32, lr=1e-3)}
 parser = argparse.ArgumentParser(
@@ -53,7 +54,7 @@ arg("--heads", type=int, help="override the preset's number of attention heads")
 arg("--dict-size", type=int, help="LUT entries K (default: 512 for softmax, 64 for tanh and dynamic)")
 arg("--static-tokens", type=int, help="learned extra tokens (default: 64 for dynamic, else 0)")
 arg("--gram", type=float, help="Gram penalty weight (default: 0.2 for tanh, else 0)")
-arg("--steps", type=int, help="training steps (default: the preset's)")
+arg("--steps", type=int, help="training steps (default: the preset's; half of it for dynamic on tiny)")
 arg("--batch-size", type=int, help="images per step, over all processes (default: the preset's)")
 arg("--lr", type=float, help="AdamW learning rate (default: the preset's)")
 arg("--warmup", type=int, default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
@@ -87,14 +88,15 @@ if args.resume:
     if not ckpt_path.exists():
         fail(f"--resume: no checkpoint at {ckpt_path}; train without --resume first, or set --out")
     checkpoint = load_checkpoint(ckpt_path)
+    saved = {"min_lr": 1.0, **checkpoint["args"]}  # checkpoints from before --min-lr kept the lr constant
     parser.set_defaults(**dict.fromkeys(vars(args)))  # re-parse with no defaults: what was typed?
     typed = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
     for key, value in typed.items():
-        if key not in CHANGEABLE and value != checkpoint["args"][key]:
+        if key not in CHANGEABLE and value != saved[key]:
             flag = "--" + key.replace("_", "-")
-            fail(f"{ckpt_path} was trained with {flag} {checkpoint['args'][key]}, not {value}: "
+            fail(f"{ckpt_path} was trained with {flag} {saved[key]}, not {value}: "
                  f"drop {flag}, or use another --out for a new run")
-    given, args = args, argparse.Namespace(**checkpoint["args"])
+    given, args = args, argparse.Namespace(**saved)
     for key in CHANGEABLE - {"steps"}:
         setattr(args, key, getattr(given, key))  # e.g. a CUDA run may resume on a CPU
     args.steps = given.steps or args.steps
@@ -119,9 +121,11 @@ for key, value in TRAIN_DEFAULTS[args.preset].items():
     if getattr(args, key) is None:
         setattr(args, key, value)
         if key == "steps" and args.preset == "tiny" and args.lut == "dynamic":
-            args.steps //= 2  # its 64 static tokens double the cost of a step: the same minutes on a CPU
+            args.steps //= 2  # the same minutes on a CPU
 args.gram = args.gram if args.gram is not None else (0.2 if args.lut == "tanh" else 0.0)
 args.dtype = args.dtype or fast_dtype(device)
+if not 0 <= args.min_lr <= 1:
+    fail(f"--min-lr {args.min_lr} is a fraction of --lr: give a number from 0 to 1")
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
 try:
@@ -241,7 +245,7 @@ while step < args.steps:
         elapsed = time.time() - t_start
         per_step = elapsed / (step - start_step)
         log(f"step {step}/{args.steps} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
-            + f" | lr {optimizer.param_groups[0]['lr']:.1e} | {args.batch_size / per_step:.0f} img/s | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
+            + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
