@@ -117,11 +117,11 @@ log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
 if args.preset is None:
     args.preset = "blog" if device.type == "cuda" else "tiny"
     log(f"preset: {args.preset} on {device.type} (choose with --preset {'|'.join(PRESETS)})")
+if args.steps is None and args.preset == "tiny" and args.lut == "dynamic":
+    args.steps = TRAIN_DEFAULTS["tiny"]["steps"] // 2  # the same minutes on a CPU
 for key, value in TRAIN_DEFAULTS[args.preset].items():
     if getattr(args, key) is None:
         setattr(args, key, value)
-        if key == "steps" and args.preset == "tiny" and args.lut == "dynamic":
-            args.steps //= 2  # the same minutes on a CPU
 args.gram = args.gram if args.gram is not None else (0.2 if args.lut == "tanh" else 0.0)
 args.dtype = args.dtype or fast_dtype(device)
 if not 0 <= args.min_lr <= 1:
