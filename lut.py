@@ -16,14 +16,13 @@ comes from:
                                entry[k, c] = u[k, c] v[k, c]^T, one rank-1 8x8 matrix per colour c
 
 Also here: patchify/unpatchify, the Gram penalty, and the two pictures the post shows (the LUT
-atlas and the Gram matrix heat map). Nothing to run: model.py imports this file.
+atlas and the Gram matrix heat map), as image tensors for data.image_grid. Nothing to run:
+model.py imports this file.
 """
 import math
 
 import torch
 import torch.nn as nn
-
-from data import image_grid
 
 PATCH = 8  # patches are 8x8 pixels throughout the project
 
@@ -62,7 +61,7 @@ class SoftmaxHead(nn.Module):
         self.lut = nn.Parameter(torch.rand(dict_size, 3, PATCH, PATCH) * 2 - 1)
 
     def forward(self, scores, static_states):  # scores (B, N, K); static tokens unused
-        return self.lut, scores.softmax(-1)
+        return scores.softmax(-1), self.lut
 
 
 class TanhHead(nn.Module):
@@ -75,7 +74,7 @@ class TanhHead(nn.Module):
                                 .view(dict_size, 3, PATCH, PATCH))
 
     def forward(self, scores, static_states):
-        return self.lut, scores.tanh()
+        return scores.tanh(), self.lut
 
 
 class DynamicHead(nn.Module):
@@ -93,15 +92,18 @@ class DynamicHead(nn.Module):
         uv = self.to_uv(static_states).unflatten(-1, (3, 2, PATCH))  # (B, K, 3, 2, 8)
         u, v = uv.unbind(-2)  # (B, K, 3, 8) each
         lut = u.unsqueeze(-1) * v.unsqueeze(-2)  # outer products: (B, K, 3, 8, 8)
-        return lut, scores.tanh()
+        return scores.tanh(), lut
 
 
 def make_head(name, dict_size, width):
+    """The head called `name`: a module mapping (scores, static states) to (weights, LUT) for apply_lut."""
     if name == "softmax":
         return SoftmaxHead(dict_size)
     if name == "tanh":
         return TanhHead(dict_size)
-    return DynamicHead(width)
+    if name == "dynamic":
+        return DynamicHead(width)
+    raise ValueError(f"unknown LUT head '{name}': choose softmax, tanh or dynamic")
 
 
 def gram_penalty(lut):
@@ -117,21 +119,20 @@ def gram_penalty(lut):
 
 # ----------------------------------------------------------------------------- pictures
 
-def lut_atlas(lut, scale=4):
-    """Every entry of one LUT (K, 3, 8, 8) as an enlarged 8x8 tile in a square-ish grid.
+def lut_atlas(lut):
+    """One LUT (K, 3, 8, 8) as K tiles (K, 3, 8, 8) in [-1, 1], for image_grid with about sqrt(K) per row.
     The tanh and dynamic entries have no fixed range, so the whole LUT is divided by its largest
     absolute value: mid-grey is zero, and signs stay visible."""
     lut = lut.detach().float().cpu()
-    lut = lut / lut.abs().max().clamp_min(1e-8)
-    return image_grid(lut, ncol=math.ceil(math.sqrt(len(lut))), scale=scale, pad=1)
+    return lut / lut.abs().max().clamp_min(1e-8)
 
 
-def gram_image(lut, size=256):
-    """The LUT's Gram matrix as a heat map, normalised to cosine similarities so the diagonal is
-    1: red = similar, white = orthogonal, blue = opposite."""
+def gram_image(lut):
+    """The LUT's Gram matrix as a heat map (1, 3, K, K) in [-1, 1], normalised to cosine similarities
+    so the diagonal is 1: red = similar, white = orthogonal, blue = opposite."""
     flat = lut.detach().float().cpu().flatten(1)  # (K, 192)
     flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-8)
     cos = (flat @ flat.T).clamp(-1, 1)  # (K, K)
     pos, neg = cos.clamp_min(0), (-cos).clamp_min(0)
     rgb = torch.stack([1 - neg, 1 - pos - neg, 1 - pos])  # white -> red or blue: (3, K, K) in [0, 1]
-    return image_grid(rgb[None] * 2 - 1, ncol=1, scale=max(1, size // len(cos)))
+    return rgb[None] * 2 - 1

@@ -159,7 +159,7 @@ class LUTTransformer(nn.Module):
             tokens = block(tokens)
         tokens = self.norm(tokens)
         patch_states, static_states = tokens.split([self.num_patches, self.cfg.static_tokens], dim=1)
-        lut, weights = self.lut_head(self.to_scores(patch_states), static_states)  # weights (B, 64, K)
+        weights, lut = self.lut_head(self.to_scores(patch_states), static_states)  # weights (B, 64, K)
         return apply_lut(weights, lut), lut
 
 

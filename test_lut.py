@@ -24,8 +24,7 @@ def head_output(lut_name, B=2, K=5, width=16, dtype=torch.float64):
     head = make_head(lut_name, K, width).to(dtype)
     scores = torch.randn(B, 64, K, dtype=dtype)
     static_states = torch.randn(B, K, width, dtype=dtype)
-    lut, weights = head(scores, static_states)
-    return weights, lut
+    return head(scores, static_states)
 
 
 # ----------------------------------------------------------------------------- lut.py
@@ -66,7 +65,7 @@ def test_tanh_is_not_a_convex_mix():
     head = make_head("tanh", 4, 16)
     with torch.no_grad():
         head.lut.fill_(0.5)  # every entry is flat 0.5
-    lut, weights = head(torch.full((1, 64, 4), 10.0), None)  # tanh(10) ~ 1 for every entry
+    weights, lut = head(torch.full((1, 64, 4), 10.0), None)  # tanh(10) ~ 1 for every entry
     out = apply_lut(weights, lut)
     assert out.min() > 1.99  # ~ 4 x 0.5 = 2, far outside the entries' range [0.5, 0.5]
 
@@ -106,12 +105,21 @@ def test_gram_penalty_values_and_gradient():
         assert gram_penalty(lut - 0.01 * lut.grad) < before
 
 
-def test_pictures_have_expected_sizes():
+def test_pictures():
     lut = torch.randn(64, 3, 8, 8)
-    assert lut_atlas(lut, scale=4).size == (8 * 32 + 7, 8 * 32 + 7)  # 8x8 tiles, 1-pixel gaps
-    heat = gram_image(lut, size=256)
-    assert heat.size == (256, 256)
-    assert heat.getpixel((0, 0)) == (255, 0, 0)  # the diagonal: cosine 1 is pure red
+    atlas = lut_atlas(lut)
+    assert atlas.shape == (64, 3, 8, 8) and atlas.abs().max() == 1  # the largest entry at full scale
+    assert torch.allclose(atlas * lut.abs().max(), lut)  # signs and ratios kept
+    heat = gram_image(lut)
+    assert heat.shape == (1, 3, 64, 64) and heat.min() >= -1 and heat.max() <= 1
+    assert torch.allclose(heat[0, :, 5, 5], torch.tensor([1.0, -1, -1]))  # the diagonal: cosine 1 is pure red
+    orthogonal = gram_image(torch.eye(192)[:2].view(2, 3, 8, 8))
+    assert torch.equal(orthogonal[0, :, 0, 1], torch.ones(3))  # cosine 0 is white
+
+
+def test_make_head_refuses_unknown_names():
+    with pytest.raises(ValueError, match="unknown LUT head 'sigmoid'"):
+        make_head("sigmoid", 8, 16)
 
 
 # ----------------------------------------------------------------------------- model.py

@@ -191,8 +191,8 @@ def save_pictures():
         _, lut = ema(samples[:1], torch.ones(1, device=device))
     lut = lut[0] if lut.dim() == 5 else lut  # (K, 3, 8, 8)
     image_grid(samples, ncol=8, scale=2, pad=2).save(Path(args.out) / f"samples_{step:06d}.png")
-    lut_atlas(lut).save(Path(args.out) / "lut.png")
-    gram_image(lut).save(Path(args.out) / "gram.png")
+    image_grid(lut_atlas(lut), ncol=math.ceil(math.sqrt(len(lut))), scale=4, pad=1).save(Path(args.out) / "lut.png")
+    image_grid(gram_image(lut), ncol=1, scale=max(1, 256 // len(lut))).save(Path(args.out) / "gram.png")
 
 
 # Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
