@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from model import PRESETS, LUTTransformer, autocast_for, best_device, denoising_loss, fast_dtype, make_config, sample
+from model import (HEADS, PRESETS, LUTTransformer, autocast_for, best_device, default_preset, defaults, denoising_loss,
+                   fast_dtype, make_config, sample)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
@@ -96,15 +97,15 @@ def train_step(model, ema, optimizer, autocast, gram):
 
 def bench_head(lut_name, args, device, peaks):
     torch.manual_seed(0)
+    settings = defaults(args.preset, lut_name)  # as train.py trains it, but at batch BATCH
     model = LUTTransformer(make_config(args.preset, lut_name)).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-2, betas=(0.9, 0.95),
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=1e-2, betas=(0.9, 0.95),
                                   fused=device.type in ("cuda", "cpu"))
     run_model = torch.compile(model) if args.compile else model
     autocast = autocast_for(device, args.dtype)
-    gram = 0.2 if lut_name == "tanh" else 0.0  # train.py's default
 
-    step = lambda: train_step(run_model, ema, optimizer, autocast, gram)
+    step = lambda: train_step(run_model, ema, optimizer, autocast, settings["gram"])
     for _ in range(args.warmup):  # compilation, allocator and oneDNN caches warm up here
         step()
     if device.type == "cuda":
@@ -130,7 +131,7 @@ def main():
     parser = argparse.ArgumentParser(description="Benchmark training and sampling speed of the LUT transformer.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, else tiny)")
-    parser.add_argument("--lut", choices=["softmax", "tanh", "dynamic"], help="one head (default: all three)")
+    parser.add_argument("--lut", choices=list(HEADS), help="one head (default: all three)")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="autocast dtype (default: as train.py, bf16 "
                         "where the device runs it natively)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py --compile")
@@ -146,7 +147,7 @@ def main():
     device = torch.device(args.device or best_device())
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.preset = args.preset or ("blog" if device.type == "cuda" else "tiny")
+    args.preset = args.preset or default_preset(device)
     args.dtype = args.dtype or fast_dtype(device)
     args.sample_steps = args.sample_steps or (64 if device.type == "cuda" else 4)
     if min(args.steps, args.sample_steps) < 1 or args.warmup < 0:
@@ -156,7 +157,7 @@ def main():
     print(f"{device.type}, {torch.get_num_threads()} threads: 2048^2 matmul peak "
           f"{peaks['fp32'] / 1e12:.3f} TFLOP/s fp32, {peaks['bf16'] / 1e12:.3f} TFLOP/s bf16")
     print(f"preset {args.preset}, batch {BATCH}, {args.dtype}{' + compile' if args.compile else ''}")
-    heads = [args.lut] if args.lut else ["softmax", "tanh", "dynamic"]
+    heads = [args.lut] if args.lut else list(HEADS)
     rows = [bench_head(name, args, device, peaks) for name in heads]
 
     print("".join(f"{header:>12}" for _, header, _ in COLUMNS))

@@ -12,7 +12,7 @@ Also here, as in JiT's denoiser.py: the noise path, the training loss and the Eu
 
 Usage:
     from model import make_config, LUTTransformer
-    model = LUTTransformer(make_config("tiny", lut="dynamic"))   # prints "parameters: ..."
+    model = LUTTransformer(make_config("tiny", "dynamic"))   # prints "parameters: ..."
     x_hat, lut = model(x_t, t)
 
 Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), the LUT heads as
@@ -21,7 +21,7 @@ softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero 
 """
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -29,32 +29,47 @@ import torch.nn.functional as F
 
 from lut import PATCH, apply_lut, gram_penalty, make_head
 
-PRESETS = {
-    "blog": dict(width=512, depth=16, heads=8),  # the post's model
-    # For CPUs: one training step at batch 32 with the dynamic head takes about 0.7 s in bf16
-    # (1.3 s in fp32) on one core of this project's 2-core x86 machine (bench.py, README).
-    "tiny": dict(width=192, depth=6, heads=3),
+# ----------------------------------------------------------------------------- defaults
+# Every default setting in one place: Config, make_config, train.py and bench.py read them here.
+DEFAULT_HEAD = "tanh"  # the best of the three heads on a CPU budget (README, Results)
+PRESETS = {  # the model's size, and how train.py trains it
+    "blog": dict(width=512, depth=16, heads=8, steps=10_000, batch_size=64, lr=3e-4),  # the post's
+    "tiny": dict(width=192, depth=6, heads=3, steps=8_000, batch_size=32, lr=1e-3),  # for CPUs
 }
-HEAD_DEFAULTS = {  # as in the post
-    "softmax": dict(dict_size=512, static_tokens=0),
-    "tanh": dict(dict_size=64, static_tokens=0),
-    "dynamic": dict(dict_size=64, static_tokens=64),  # one static token makes one LUT entry
+HEADS = {  # as in the post; gram is the weight of the Gram penalty
+    "softmax": dict(dict_size=512, static_tokens=0, gram=0.0),
+    "tanh": dict(dict_size=64, static_tokens=0, gram=0.2),
+    "dynamic": dict(dict_size=64, static_tokens=64, gram=0.0),  # one static token makes one LUT entry
 }
+PRESET_HEAD = {  # where a preset with a head differs from both tables
+    ("tiny", "dynamic"): dict(steps=4_000),  # its 64 static tokens double a step's cost: the same minutes
+}
+
+
+def defaults(preset, lut):
+    """Every default setting of one preset with one head, as a dict."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+    if lut not in HEADS:
+        raise ValueError(f"unknown LUT head '{lut}': choose one of {', '.join(HEADS)}")
+    return {**PRESETS[preset], **HEADS[lut], **PRESET_HEAD.get((preset, lut), {})}
 
 
 @dataclass
 class Config:
-    lut: str = "dynamic"  # softmax | tanh | dynamic
+    """The network's shape. The defaults are the tiny preset with the default head; make_config
+    builds any other."""
+    lut: str = DEFAULT_HEAD  # softmax | tanh | dynamic
     img_size: int = 64
-    width: int = 512
-    depth: int = 16
-    heads: int = 8
-    dict_size: int = 64  # K, the number of LUT entries
-    static_tokens: int = 64  # learned tokens appended to the 64 patch tokens; no position
+    width: int = PRESETS["tiny"]["width"]
+    depth: int = PRESETS["tiny"]["depth"]
+    heads: int = PRESETS["tiny"]["heads"]
+    dict_size: int = HEADS[DEFAULT_HEAD]["dict_size"]  # K, the number of LUT entries
+    static_tokens: int = HEADS[DEFAULT_HEAD]["static_tokens"]  # learned tokens after the 64 patch tokens
 
     def __post_init__(self):
-        if self.lut not in HEAD_DEFAULTS:
-            raise ValueError(f"unknown LUT head '{self.lut}': choose one of {', '.join(HEAD_DEFAULTS)}")
+        if self.lut not in HEADS:
+            raise ValueError(f"unknown LUT head '{self.lut}': choose one of {', '.join(HEADS)}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         if self.img_size % PATCH:
@@ -67,11 +82,10 @@ class Config:
                              f"and {self.dict_size})")
 
 
-def make_config(preset="tiny", lut="dynamic", **overrides):
-    """A preset's size plus the head's defaults; overrides whose value is None are ignored."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
-    settings = {**PRESETS[preset], **HEAD_DEFAULTS.get(lut, {})}
+def make_config(preset="tiny", lut=DEFAULT_HEAD, **overrides):
+    """A preset's network with a head, as `defaults` gives it; overrides whose value is None are ignored."""
+    shape = {f.name for f in fields(Config)}
+    settings = {k: v for k, v in defaults(preset, lut).items() if k in shape}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return Config(lut=lut, **settings)
 
@@ -171,6 +185,11 @@ def best_device():
 def autocast_for(device, dtype):
     """bf16 autocast for dtype "bf16" (matmuls in bf16, the rest in fp32), no-op for "fp32"."""
     return torch.autocast(device.type, torch.bfloat16) if dtype == "bf16" else nullcontext()
+
+
+def default_preset(device):
+    """The post's model on a GPU, the small one elsewhere."""
+    return "blog" if device.type == "cuda" else "tiny"
 
 
 def fast_dtype(device):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lut import PATCH, apply_lut, gram_penalty, gram_image, lut_atlas, make_head, patchify, unpatchify
-from model import Config, LUTTransformer, add_noise, draw_t, make_config, sample, t_quantile
+from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, draw_t, make_config, sample,
+                   t_quantile)
 
 HEADS = ["softmax", "tanh", "dynamic"]
 
@@ -124,9 +125,16 @@ def test_make_head_refuses_unknown_names():
 
 # ----------------------------------------------------------------------------- model.py
 
-def test_configs_and_bad_settings():
+def test_defaults_configs_and_bad_settings():
+    assert Config() == make_config() == make_config("tiny", DEFAULT_HEAD)  # one set of defaults
     assert make_config("blog", "softmax").dict_size == 512
     assert make_config("tiny", "dynamic", width=None).static_tokens == 64
+    assert make_config("tiny", "tanh", width=96).width == 96
+    assert defaults("tiny", "dynamic")["steps"] == defaults("tiny", "tanh")["steps"] // 2  # the same minutes
+    assert defaults("blog", "dynamic")["steps"] == defaults("blog", "tanh")["steps"] == 10_000
+    assert [defaults("tiny", lut)["gram"] for lut in HEADS] == [0.0, 0.2, 0.0]
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        make_config("huge", "tanh")
     with pytest.raises(ValueError, match="unknown LUT head"):
         make_config("tiny", "sigmoid")
     with pytest.raises(ValueError, match="static token"):

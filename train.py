@@ -29,21 +29,23 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data import get_batch, image_grid, load_images, save_atomically
 from lut import gram_image, lut_atlas
-from model import (PRESETS, Config, LUTTransformer, autocast_for, best_device, denoising_loss, draw_t,
-                   fast_dtype, make_config, sample)
+from model import (DEFAULT_HEAD, HEADS, PRESET_HEAD, PRESETS, Config, LUTTransformer, autocast_for, best_device,
+                   default_preset, defaults, denoising_loss, draw_t, fast_dtype, make_config, sample)
 from sample import fail, load_checkpoint
 
 # ----------------------------------------------------------------------------- settings
-# Per preset: the post's settings for blog; for tiny, about 28 minutes on 2 CPU cores in bf16 (README),
-# and half the steps for the dynamic head, whose 64 static tokens double the cost of a step.
-TRAIN_DEFAULTS = {"blog": dict(steps=10_000, batch_size=64, lr=3e-4),
-                  "tiny": dict(steps=8_000, batch_size=32, lr=1e-3)}
+# The defaults of --preset, --lut and the settings that depend on them are in model.py's table.
+def listing(table):
+    """A table of model.py as "name: key value, ...; name: ...", for --help."""
+    return "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items()) for name, row in table.items())
+
+
 parser = argparse.ArgumentParser(
     description="Train a LUT patch transformer on 64x64 cat faces.",
-    epilog="presets: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in {**PRESETS[name], **TRAIN_DEFAULTS[name]}.items())
-                                   for name in PRESETS))
+    epilog=f"presets: {listing(PRESETS)}. heads: {listing(HEADS)}. "
+           + listing({f"{lut} on {preset}": row for (preset, lut), row in PRESET_HEAD.items()}))
 arg = parser.add_argument
-arg("--lut", default="tanh", choices=["softmax", "tanh", "dynamic"],
+arg("--lut", default=DEFAULT_HEAD, choices=list(HEADS),
     help="LUT head (default: %(default)s, the best of the three on a CPU budget, README)")
 arg("--data", help="folder of cat images (default: the built-in toy cats)")
 arg("--out", default="out", help="folder for the checkpoint and pictures (default: %(default)s)")
@@ -54,7 +56,7 @@ arg("--heads", type=int, help="override the preset's number of attention heads")
 arg("--dict-size", type=int, help="LUT entries K (default: 512 for softmax, 64 for tanh and dynamic)")
 arg("--static-tokens", type=int, help="learned extra tokens (default: 64 for dynamic, else 0)")
 arg("--gram", type=float, help="Gram penalty weight (default: 0.2 for tanh, else 0)")
-arg("--steps", type=int, help="training steps (default: the preset's; half of it for dynamic on tiny)")
+arg("--steps", type=int, help="training steps (default: the preset's, or its head's on it: see below)")
 arg("--batch-size", type=int, help="images per step, over all processes (default: the preset's)")
 arg("--lr", type=float, help="AdamW learning rate (default: the preset's)")
 arg("--warmup", type=int, default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
@@ -115,14 +117,11 @@ master = rank == 0
 log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
 
 if args.preset is None:
-    args.preset = "blog" if device.type == "cuda" else "tiny"
+    args.preset = default_preset(device)
     log(f"preset: {args.preset} on {device.type} (choose with --preset {'|'.join(PRESETS)})")
-if args.steps is None and args.preset == "tiny" and args.lut == "dynamic":
-    args.steps = TRAIN_DEFAULTS["tiny"]["steps"] // 2  # the same minutes on a CPU
-for key, value in TRAIN_DEFAULTS[args.preset].items():
+for key, value in defaults(args.preset, args.lut).items():  # what the command line leaves open
     if getattr(args, key) is None:
         setattr(args, key, value)
-args.gram = args.gram if args.gram is not None else (0.2 if args.lut == "tanh" else 0.0)
 args.dtype = args.dtype or fast_dtype(device)
 if not 0 <= args.min_lr <= 1:
     fail(f"--min-lr {args.min_lr} is a fraction of --lr: give a number from 0 to 1")
