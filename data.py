@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from model import save_atomically
+
 SIZE = 64  # every image is SIZE x SIZE pixels
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DOWNLOAD_URL = "https://github.com/fferlito/Cat-faces-dataset/raw/master"  # holds dataset-part{1,2,3}.tar.gz
@@ -53,15 +55,6 @@ def bytes_to_images(raw, n):
     """A bytearray of n raw RGB images, one after the other -> uint8 tensor (n, 3, SIZE, SIZE)."""
     pixels = torch.frombuffer(raw, dtype=torch.uint8).view(n, SIZE, SIZE, 3)  # shares raw's memory...
     return pixels.permute(0, 3, 1, 2).contiguous()  # ...until this copy into channels-first order
-
-
-def save_atomically(obj, path):
-    """torch.save to a temp file, then rename: a crash (or Ctrl-C) never leaves a half-written
-    cache or checkpoint behind, and the previous file stays whole until the new one is."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, temp)
-    os.replace(temp, path)
 
 
 def load_folder(path, cache_dir="data/cache"):

@@ -20,8 +20,10 @@ lut.py says, and the score layer at exactly zero. So at step 0 every patch gives
 softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
 """
 import math
+import os
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -266,3 +268,56 @@ def sample(model, noise, steps, t_sampling, frames=None):
         if frames is not None:
             frames.append(x)
     return x
+
+
+# ----------------------------------------------------------------------------- checkpoints
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "config", "args")
+OLD_ARGS = {"min_lr": 1.0}  # settings newer than the first checkpoints, with the value those runs trained with
+
+
+def save_atomically(obj, path):
+    """torch.save to a temp file, then rename: a crash (or Ctrl-C) never leaves a half-written
+    checkpoint or cache behind, and the previous file stays whole until the new one is."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, temp)
+    os.replace(temp, path)
+
+
+def save_checkpoint(path, model, ema, optimizer, generators, step, args):
+    """All that a resumed run needs, under CHECKPOINT_KEYS: the weights, the EMA weights, the optimizer,
+    each process's random generator state, the step, the model's Config and train.py's settings (a dict)."""
+    values = (model.state_dict(), ema.state_dict(), optimizer.state_dict(), generators, step, asdict(model.cfg), args)
+    save_atomically(dict(zip(CHECKPOINT_KEYS, values)), path)
+
+
+def load_checkpoint(path):
+    """A checkpoint of save_checkpoint as a dict, its config as a Config and the settings of older
+    runs completed (OLD_ARGS). Raises ValueError, in one line, for a missing, unreadable, truncated
+    or foreign file."""
+    if not Path(path).is_file():
+        raise ValueError(f"no checkpoint at {path}; train one first with: python train.py")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # CUDA-trained loads anywhere
+    except Exception as e:  # truncated, corrupt or not a torch file at all
+        raise ValueError(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?") from None
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint] if isinstance(checkpoint, dict) else ["all"]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint written by train.py (missing: {', '.join(missing)})")
+    try:
+        checkpoint["config"] = Config(**checkpoint["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} describes a model this version cannot build ({e})") from None
+    checkpoint["args"] = {**OLD_ARGS, **checkpoint["args"]}
+    return checkpoint
+
+
+def load_weights(module, state_dict):
+    """module.load_state_dict, with weights that do not fit (a network from an older version of this
+    file) as a one-line ValueError."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as e:
+        message = " ".join(str(e).split())  # torch's spans several lines
+        raise ValueError(f"the checkpoint's weights do not fit this version of the model: {message}") from None

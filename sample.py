@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from data import image_grid, load_images, toy_cats
-from model import Config, LUTTransformer, autocast_for, best_device, fast_dtype, sample
+from model import LUTTransformer, autocast_for, best_device, fast_dtype, load_checkpoint, load_weights, sample
 
 CHUNK = 256  # images sampled at once, to bound memory for large --n
 
@@ -36,25 +36,15 @@ def fail(message):
     sys.exit(f"error: {message}")
 
 
-def load_checkpoint(path):
-    """A checkpoint written by train.py, as a dict, or a one-line error saying what is wrong."""
-    if not Path(path).is_file():
-        fail(f"no checkpoint at {path}; train one first with: python train.py")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # CUDA-trained loads anywhere
-    except Exception as e:  # truncated, corrupt or not a torch file at all
-        fail(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?")
-    if not isinstance(checkpoint, dict) or not {"config", "ema", "args"} <= checkpoint.keys():
-        fail(f"{path} is not a checkpoint written by train.py")
-    return checkpoint
-
-
 def load_model(path, device):
     """The EMA model of a train.py checkpoint on `device`, and the settings it was trained with
     (train.py's arguments as a dict)."""
-    checkpoint = load_checkpoint(path)
-    model = LUTTransformer(Config(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["ema"])
+    try:
+        checkpoint = load_checkpoint(path)
+        model = LUTTransformer(checkpoint["config"])
+        load_weights(model, checkpoint["ema"])
+    except ValueError as e:
+        fail(e)
     print(f"loaded {path}: {model.cfg.lut} head, step {checkpoint['step']}")
     return model.to(device).eval(), checkpoint["args"]
 

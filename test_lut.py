@@ -1,22 +1,11 @@
-"""Tests for lut.py and model.py: the three LUT heads against slow obvious versions, the Gram
-penalty, shapes and gradients of the model, and an overfitting check. Run: python -m pytest -q"""
-import math
-
+"""Tests for lut.py: the three LUT heads against slow obvious versions, the Gram penalty and the
+LUT pictures. Run: python -m pytest -q test_lut.py"""
 import pytest
 import torch
 
-from lut import PATCH, apply_lut, gram_penalty, gram_image, lut_atlas, make_head, patchify, unpatchify
-from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, draw_t, make_config, sample,
-                   t_quantile)
+from lut import PATCH, apply_lut, gram_image, gram_penalty, lut_atlas, make_head, patchify, unpatchify
 
 HEADS = ["softmax", "tanh", "dynamic"]
-
-
-def small_config(lut, static_tokens=None):
-    """A model small enough to train in seconds on a CPU: K=16 (the dynamic head: 16 static tokens)."""
-    if static_tokens is None:
-        static_tokens = 16 if lut == "dynamic" else 0
-    return Config(lut=lut, width=64, depth=2, heads=2, dict_size=16, static_tokens=static_tokens)
 
 
 def head_output(lut_name, B=2, K=5, width=16, dtype=torch.float64):
@@ -27,8 +16,6 @@ def head_output(lut_name, B=2, K=5, width=16, dtype=torch.float64):
     static_states = torch.randn(B, K, width, dtype=dtype)
     return head(scores, static_states)
 
-
-# ----------------------------------------------------------------------------- lut.py
 
 def test_patchify_roundtrip_and_order():
     x = torch.randn(2, 3, 64, 64)
@@ -121,102 +108,3 @@ def test_pictures():
 def test_make_head_refuses_unknown_names():
     with pytest.raises(ValueError, match="unknown LUT head 'sigmoid'"):
         make_head("sigmoid", 8, 16)
-
-
-# ----------------------------------------------------------------------------- model.py
-
-def test_defaults_configs_and_bad_settings():
-    assert Config() == make_config() == make_config("tiny", DEFAULT_HEAD)  # one set of defaults
-    assert make_config("blog", "softmax").dict_size == 512
-    assert make_config("tiny", "dynamic", width=None).static_tokens == 64
-    assert make_config("tiny", "tanh", width=96).width == 96
-    assert defaults("tiny", "dynamic")["steps"] == defaults("tiny", "tanh")["steps"] // 2  # the same minutes
-    assert defaults("blog", "dynamic")["steps"] == defaults("blog", "tanh")["steps"] == 10_000
-    assert [defaults("tiny", lut)["gram"] for lut in HEADS] == [0.0, 0.2, 0.0]
-    with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        make_config("huge", "tanh")
-    with pytest.raises(ValueError, match="unknown LUT head"):
-        make_config("tiny", "sigmoid")
-    with pytest.raises(ValueError, match="static token"):
-        make_config("tiny", "dynamic", static_tokens=0)
-    with pytest.raises(ValueError, match="divisible"):
-        make_config("tiny", "tanh", width=100, heads=3)
-
-
-@pytest.mark.parametrize("lut_name,static_tokens", [
-    ("softmax", 0), ("softmax", 4), ("tanh", 0), ("tanh", 4), ("dynamic", 16)])
-def test_model_shapes_static_tokens_and_gradients(lut_name, static_tokens):
-    torch.manual_seed(0)
-    model = LUTTransformer(small_config(lut_name, static_tokens=static_tokens))
-    torch.nn.init.normal_(model.to_scores.weight, std=0.1)  # leave the all-equal start
-    x, t = torch.randn(3, 3, 64, 64), torch.rand(3)
-    out, lut = model(x, t)
-    assert out.shape == (3, 3, 64, 64)
-    K = model.cfg.dict_size
-    assert lut.shape == ((3, K, 3, 8, 8) if lut_name == "dynamic" else (K, 3, 8, 8))
-    (out.square().mean() + gram_penalty(lut)).backward()
-    lut_params = model.lut_head.to_uv.weight if lut_name == "dynamic" else model.lut_head.lut
-    assert lut_params.grad.abs().sum() > 0
-    if static_tokens:
-        assert model.static.grad.abs().sum() > 0
-        with torch.no_grad():
-            model.static.add_(torch.randn_like(model.static))
-            assert (model(x, t)[0] - out).abs().max() > 1e-5
-
-
-def test_zero_init_starts_at_the_mean_pattern():
-    model = LUTTransformer(small_config("softmax"))
-    out, lut = model(torch.randn(1, 3, 64, 64), torch.rand(1))
-    assert torch.allclose(patchify(out)[0], lut.mean(0).expand(64, 3, 8, 8), atol=1e-6)
-
-
-def test_sampler_steps_evenly_to_the_99th_percentile_of_training_t_then_lands_on_the_prediction():
-    class Constant(torch.nn.Module):  # always predicts the same image, and records the t it is asked at
-        seen = []
-
-        def forward(self, x, t):
-            self.seen.append(t[0].item())
-            return torch.full_like(x, 0.25), None
-    noise = torch.randn(2, 3, 64, 64)
-    frames = []
-    out = sample(Constant(), noise, steps=4, t_sampling="logit-normal", frames=frames)
-    assert len(frames) == 4 and torch.allclose(out, torch.full_like(out, 0.25))
-    end = t_quantile("logit-normal", 0.99)
-    assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3263)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_0.99)
-    assert Constant.seen == pytest.approx([0, end / 3, 2 * end / 3, end])
-    # After the first step x is exactly the path point at the next t.
-    t1 = torch.full((2,), end / 3)
-    assert torch.allclose(frames[0], add_noise(torch.full_like(noise, 0.25), noise, t1), atol=1e-6)
-
-
-@pytest.mark.parametrize("how", ["uniform", "logit-normal"])
-def test_t_quantile_matches_draw_t(how):
-    t = draw_t(200_000, how, torch.Generator().manual_seed(0))
-    assert t.min() >= 0 and t.max() <= 1
-    for q in (0.1, 0.5, 0.99):
-        sampling_error = math.sqrt(q * (1 - q) / len(t))
-        assert (t < t_quantile(how, q)).float().mean().item() == pytest.approx(q, abs=4 * sampling_error)
-
-
-@pytest.mark.parametrize("lut_name", HEADS)
-def test_tiny_model_overfits_a_batch(lut_name):
-    torch.manual_seed(0)
-    model = LUTTransformer(small_config(lut_name))
-    # Four smooth images (a colour gradient each), noised at a fixed t.
-    ramp = torch.linspace(-1, 1, 64)
-    x = torch.stack([(ramp[None, :, None] * c[:, None, None] + ramp[None, None, :] * (1 - c[:, None, None]))
-                     for c in torch.rand(4, 3)])
-    t = torch.full((4,), 0.5)
-    x_t = add_noise(x, torch.randn_like(x), t)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(300):  # stop as soon as the loss has fallen 10x
-        out, _ = model(x_t, t)
-        loss = (out - x).square().mean()
-        losses.append(loss.item())
-        if losses[-1] < losses[0] / 10:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1], len(losses))

@@ -2,7 +2,6 @@
 copying check) and for bench.py's FLOP formula. CPU, about half a minute. Run: python -m pytest -q"""
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import flops_per_image
 from data import image_grid, toy_cats
-from model import Config, LUTTransformer
+from model import Config, LUTTransformer, save_checkpoint
 from sample import blur, copying_check, laplacian_pyramid, swd
 
 N = 64  # images per set: enough for stable figures, small enough for a fast test
@@ -83,8 +82,8 @@ def test_compare_cli(tmp_path):
             image_grid(image[None].float() / 127.5 - 1).save(tmp_path / name / f"{i}.png")
     torch.manual_seed(0)
     model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
-    torch.save({"config": asdict(model.cfg), "ema": model.state_dict(), "step": 0,
-                "args": {"data": "train", "seed": 0, "t_sampling": "logit-normal"}}, tmp_path / "ckpt.pt")
+    save_checkpoint(tmp_path / "ckpt.pt", model, model, torch.optim.AdamW(model.parameters()), [], 0,
+                    {"data": "train", "seed": 0, "t_sampling": "logit-normal"})
     command = ["sample.py", "ckpt.pt", "--compare", "real", "--n", "8", "--steps", "2", "--device", "cpu"]
     result = subprocess.run([sys.executable, str(Path(__file__).parent / command[0]), *command[1:]],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)

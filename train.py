@@ -20,18 +20,22 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from data import get_batch, image_grid, load_images, save_atomically
+from data import get_batch, image_grid, load_images
 from lut import gram_image, lut_atlas
-from model import (DEFAULT_HEAD, HEADS, PRESET_HEAD, PRESETS, Config, LUTTransformer, autocast_for, best_device,
-                   default_preset, defaults, denoising_loss, draw_t, fast_dtype, make_config, sample)
-from sample import fail, load_checkpoint
+from model import (DEFAULT_HEAD, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for, best_device,
+                   default_preset, defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights,
+                   make_config, sample, save_checkpoint)
+
+
+def fail(message):
+    sys.exit(f"error: {message}")
+
 
 # ----------------------------------------------------------------------------- settings
 # The defaults of --preset, --lut and the settings that depend on them are in model.py's table.
@@ -79,29 +83,27 @@ arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 whe
 arg("--compile", action="store_true", help="torch.compile the model")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
-# Settings a resumed run takes from its own command line; every other one comes from the checkpoint.
-CHANGEABLE = {"out", "steps", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
+# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say);
+# every other one comes from the checkpoint.
+OWN = {"out", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
 
 
 # ----------------------------------------------------------------------------- setup
 ckpt_path = Path(args.out) / "ckpt.pt"
 checkpoint = None
 if args.resume:
-    if not ckpt_path.exists():
-        fail(f"--resume: no checkpoint at {ckpt_path}; train without --resume first, or set --out")
-    checkpoint = load_checkpoint(ckpt_path)
-    saved = {"min_lr": 1.0, **checkpoint["args"]}  # checkpoints from before --min-lr kept the lr constant
-    parser.set_defaults(**dict.fromkeys(vars(args)))  # re-parse with no defaults: what was typed?
-    typed = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
-    for key, value in typed.items():
-        if key not in CHANGEABLE and value != saved[key]:
+    try:
+        checkpoint = load_checkpoint(ckpt_path)
+    except ValueError as e:
+        fail(e)
+    saved = {k: v for k, v in checkpoint["args"].items() if k not in OWN}
+    parser.set_defaults(**saved)  # parsed again with the checkpoint's settings as defaults, a flag
+    args = parser.parse_args()    # may set more --steps, and repeat any other setting but not change it
+    for key, value in saved.items():
+        if key != "steps" and getattr(args, key) != value:
             flag = "--" + key.replace("_", "-")
-            fail(f"{ckpt_path} was trained with {flag} {saved[key]}, not {value}: "
+            fail(f"{ckpt_path} was trained with {flag} {value}, not {getattr(args, key)}: "
                  f"drop {flag}, or use another --out for a new run")
-    given, args = args, argparse.Namespace(**saved)
-    for key in CHANGEABLE - {"steps"}:
-        setattr(args, key, getattr(given, key))  # e.g. a CUDA run may resume on a CPU
-    args.steps = given.steps or args.steps
 
 ddp = "RANK" in os.environ  # launched by torchrun
 rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
@@ -128,7 +130,7 @@ if not 0 <= args.min_lr <= 1:
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
 try:
-    cfg = Config(**checkpoint["config"]) if checkpoint else make_config(
+    cfg = checkpoint["config"] if checkpoint else make_config(
         args.preset, args.lut, width=args.width, depth=args.depth, heads=args.heads,
         dict_size=args.dict_size, static_tokens=args.static_tokens)
     images = load_images(args.data, seed=args.seed)  # (N, 3, 64, 64) uint8 on the CPU
@@ -146,9 +148,12 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.
 generator = torch.Generator().manual_seed(args.seed + rank)
 step = 0
 if checkpoint:
-    model.load_state_dict(checkpoint["model"])
-    ema.load_state_dict(checkpoint["ema"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    try:
+        load_weights(model, checkpoint["model"])
+        load_weights(ema, checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except ValueError as e:
+        fail(f"{ckpt_path}: {e}")
     generator.set_state(checkpoint["generators"][rank])
     step = checkpoint["step"]
     log(f"resuming from step {step}")
@@ -168,7 +173,8 @@ def learning_rate(step):
     return args.lr * (args.min_lr + (1 - args.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint():
+def save():
+    """The checkpoint, written by rank 0 with the generator state of every rank."""
     states = [None] * world
     if ddp:
         dist.all_gather_object(states, generator.get_state())
@@ -178,8 +184,7 @@ def save_checkpoint():
         return
     if not all(p.isfinite().all() for p in model.parameters()):
         fail(f"the weights are no longer finite at step {step}; {ckpt_path} is left as it was")
-    save_atomically({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                     "generators": states, "step": step, "config": asdict(cfg), "args": vars(args)}, ckpt_path)
+    save_checkpoint(ckpt_path, model, ema, optimizer, states, step, vars(args))
     log(f"saved {ckpt_path} at step {step}")
 
 
@@ -250,12 +255,12 @@ while step < args.steps:
         last_log = step
         if stats[-1] > 0:
             log("interrupted: saving and stopping")
-            save_checkpoint()
+            save()
             sys.exit(130)
     if master and (step % args.sample_every == 0 or step == args.steps):
         save_pictures()
     if step % args.save_every == 0 or step == args.steps:
-        save_checkpoint()
+        save()
 
 if ddp:
     dist.destroy_process_group()

@@ -1,0 +1,171 @@
+"""Tests for model.py: the table of defaults, shapes and gradients of the model, the noise levels, the
+sampler, an overfitting check, and checkpoints. Run: python -m pytest -q test_model.py"""
+import math
+
+import pytest
+import torch
+
+from lut import gram_penalty, patchify
+from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, draw_t, load_checkpoint,
+                   load_weights, make_config, sample, save_atomically, save_checkpoint, t_quantile)
+
+
+def small_config(lut, static_tokens=None):
+    """A model small enough to train in seconds on a CPU: K=16 (the dynamic head: 16 static tokens)."""
+    if static_tokens is None:
+        static_tokens = 16 if lut == "dynamic" else 0
+    return Config(lut=lut, width=64, depth=2, heads=2, dict_size=16, static_tokens=static_tokens)
+
+
+def test_defaults_configs_and_bad_settings():
+    assert Config() == make_config() == make_config("tiny", DEFAULT_HEAD)  # one set of defaults
+    assert make_config("blog", "softmax").dict_size == 512
+    assert make_config("tiny", "dynamic", width=None).static_tokens == 64
+    assert make_config("tiny", "tanh", width=96).width == 96
+    assert defaults("tiny", "dynamic")["steps"] == defaults("tiny", "tanh")["steps"] // 2  # the same minutes
+    assert defaults("blog", "dynamic")["steps"] == defaults("blog", "tanh")["steps"] == 10_000
+    assert [defaults("tiny", lut)["gram"] for lut in HEADS] == [0.0, 0.2, 0.0]
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        make_config("huge", "tanh")
+    with pytest.raises(ValueError, match="unknown LUT head"):
+        make_config("tiny", "sigmoid")
+    with pytest.raises(ValueError, match="static token"):
+        make_config("tiny", "dynamic", static_tokens=0)
+    with pytest.raises(ValueError, match="divisible"):
+        make_config("tiny", "tanh", width=100, heads=3)
+
+
+@pytest.mark.parametrize("lut_name,static_tokens", [
+    ("softmax", 0), ("softmax", 4), ("tanh", 0), ("tanh", 4), ("dynamic", 16)])
+def test_model_shapes_static_tokens_and_gradients(lut_name, static_tokens):
+    torch.manual_seed(0)
+    model = LUTTransformer(small_config(lut_name, static_tokens=static_tokens))
+    torch.nn.init.normal_(model.to_scores.weight, std=0.1)  # leave the all-equal start
+    x, t = torch.randn(3, 3, 64, 64), torch.rand(3)
+    out, lut = model(x, t)
+    assert out.shape == (3, 3, 64, 64)
+    K = model.cfg.dict_size
+    assert lut.shape == ((3, K, 3, 8, 8) if lut_name == "dynamic" else (K, 3, 8, 8))
+    (out.square().mean() + gram_penalty(lut)).backward()
+    lut_params = model.lut_head.to_uv.weight if lut_name == "dynamic" else model.lut_head.lut
+    assert lut_params.grad.abs().sum() > 0
+    if static_tokens:
+        assert model.static.grad.abs().sum() > 0
+        with torch.no_grad():
+            model.static.add_(torch.randn_like(model.static))
+            assert (model(x, t)[0] - out).abs().max() > 1e-5
+
+
+def test_zero_init_starts_at_the_mean_pattern():
+    model = LUTTransformer(small_config("softmax"))
+    out, lut = model(torch.randn(1, 3, 64, 64), torch.rand(1))
+    assert torch.allclose(patchify(out)[0], lut.mean(0).expand(64, 3, 8, 8), atol=1e-6)
+
+
+def test_sampler_steps_evenly_to_the_99th_percentile_of_training_t_then_lands_on_the_prediction():
+    class Constant(torch.nn.Module):  # always predicts the same image, and records the t it is asked at
+        seen = []
+
+        def forward(self, x, t):
+            self.seen.append(t[0].item())
+            return torch.full_like(x, 0.25), None
+    noise = torch.randn(2, 3, 64, 64)
+    frames = []
+    out = sample(Constant(), noise, steps=4, t_sampling="logit-normal", frames=frames)
+    assert len(frames) == 4 and torch.allclose(out, torch.full_like(out, 0.25))
+    end = t_quantile("logit-normal", 0.99)
+    assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3263)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_0.99)
+    assert Constant.seen == pytest.approx([0, end / 3, 2 * end / 3, end])
+    # After the first step x is exactly the path point at the next t.
+    t1 = torch.full((2,), end / 3)
+    assert torch.allclose(frames[0], add_noise(torch.full_like(noise, 0.25), noise, t1), atol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["uniform", "logit-normal"])
+def test_t_quantile_matches_draw_t(how):
+    t = draw_t(200_000, how, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= 1
+    for q in (0.1, 0.5, 0.99):
+        sampling_error = math.sqrt(q * (1 - q) / len(t))
+        assert (t < t_quantile(how, q)).float().mean().item() == pytest.approx(q, abs=4 * sampling_error)
+
+
+@pytest.mark.parametrize("lut_name", list(HEADS))
+def test_tiny_model_overfits_a_batch(lut_name):
+    torch.manual_seed(0)
+    model = LUTTransformer(small_config(lut_name))
+    # Four smooth images (a colour gradient each), noised at a fixed t.
+    ramp = torch.linspace(-1, 1, 64)
+    x = torch.stack([(ramp[None, :, None] * c[:, None, None] + ramp[None, None, :] * (1 - c[:, None, None]))
+                     for c in torch.rand(4, 3)])
+    t = torch.full((4,), 0.5)
+    x_t = add_noise(x, torch.randn_like(x), t)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(300):  # stop as soon as the loss has fallen 10x
+        out, _ = model(x_t, t)
+        loss = (out - x).square().mean()
+        losses.append(loss.item())
+        if losses[-1] < losses[0] / 10:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1], len(losses))
+
+
+def small_checkpoint(path, args=None):
+    """A checkpoint of an untrained small tanh model, as train.py writes one; returns the model."""
+    model = LUTTransformer(small_config("tanh"))
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(1, 3, 64, 64), torch.rand(1))[0].mean().backward()
+    optimizer.step()  # an optimizer with state
+    args = {"lut": "tanh", "seed": 0, "min_lr": 0.1} if args is None else args
+    save_checkpoint(path, model, model, optimizer, [torch.Generator().get_state()], 7, args)
+    return model
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = small_checkpoint(tmp_path / "run" / "ckpt.pt")  # the folder is made
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["ckpt.pt"]  # no temp file left behind
+    checkpoint = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    assert checkpoint["config"] == model.cfg and checkpoint["step"] == 7
+    assert checkpoint["args"] == {"lut": "tanh", "seed": 0, "min_lr": 0.1}
+    again = LUTTransformer(checkpoint["config"])
+    load_weights(again, checkpoint["ema"])
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    torch.optim.AdamW(again.parameters()).load_state_dict(checkpoint["optimizer"])
+
+
+def test_checkpoint_from_before_min_lr_keeps_a_constant_lr(tmp_path):
+    small_checkpoint(tmp_path / "old.pt", args={"lut": "tanh", "seed": 0})
+    assert load_checkpoint(tmp_path / "old.pt")["args"] == {"min_lr": 1.0, "lut": "tanh", "seed": 0}
+
+
+def test_bad_checkpoints_raise_one_line_value_errors(tmp_path):
+    small_checkpoint(tmp_path / "good.pt")
+    whole = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(whole[:len(whole) // 2])
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    checkpoint = torch.load(tmp_path / "good.pt", weights_only=False)
+    torch.save({k: v for k, v in checkpoint.items() if k != "optimizer"}, tmp_path / "partial.pt")
+    torch.save({**checkpoint, "config": {**checkpoint["config"], "colour": 3}}, tmp_path / "future.pt")
+    for name, message in [("missing.pt", "no checkpoint at"), ("half.pt", "cannot read"), ("text.pt", "cannot read"),
+                          ("list.pt", "not a checkpoint written by train.py"), ("partial.pt", r"missing: optimizer\)"),
+                          ("future.pt", "cannot build .*colour")]:
+        with pytest.raises(ValueError, match=message) as error:
+            load_checkpoint(tmp_path / name)
+        assert "\n" not in str(error.value)
+    model = LUTTransformer(small_config("dynamic"))
+    old_dynamic = {**model.state_dict(), "lut_head.to_uv.bias": torch.zeros(48)}  # before the head lost its bias
+    with pytest.raises(ValueError, match='do not fit .*Unexpected key.*"lut_head.to_uv.bias"') as error:
+        load_weights(model, old_dynamic)
+    assert "\n" not in str(error.value)
+
+
+def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
+    save_atomically({"step": 1}, tmp_path / "ckpt.pt")
+    with pytest.raises(Exception):
+        save_atomically({"step": 2, "unpicklable": lambda: None}, tmp_path / "ckpt.pt")
+    assert torch.load(tmp_path / "ckpt.pt") == {"step": 1}
