@@ -9,23 +9,18 @@ Usage:
 The model is rebuilt from the checkpoint's own config and runs with its EMA weights. The sampler
 (model.sample) takes --steps Euler steps along the straight path from noise (t=0) to image (t=1).
 
---compare DIR (a folder of real images, or "toy" for freshly drawn toy cats) prints two figures:
-  * the sliced Wasserstein distance (SWD) between the samples and as many real images, as in
-    Karras et al. 2018 (Progressive GANs, section 5): random 7x7 neighbourhoods of a Laplacian
-    pyramid, compared level by level (64, 32 and 16 pixels; x1e3, lower is better), next to the
-    same figure for two disjoint halves of DIR, the floor that a perfect model would reach;
-  * a memorisation check: each sample's L2 distance to its nearest training image (flips
-    included), over that to the second nearest (0 for a copy), against the same figure for the
-    real images of DIR; the training images are the checkpoint's own (or --train-data).
-Every figure is the same for the same --seed.
+--compare DIR (a folder of real images, or "toy" for freshly drawn toy cats) prints the figures of
+quality.py: the sliced Wasserstein distance to as many real images of DIR next to its real-vs-real
+floor, the seam ratio of the samples and of the real images, and a memorisation check against the
+training images (the checkpoint's own, or --train-data). Every figure is the same for the same --seed.
 """
 import argparse
 import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+import quality
 from data import image_grid, load_images, toy_cats
 from model import LUTTransformer, autocast_for, best_device, fast_dtype, load_checkpoint, load_weights, sample
 
@@ -66,132 +61,15 @@ def generate(model, n, steps, seed, device, t_sampling, frames=None):
     return torch.cat(chunks)
 
 
-# ----------------------------------------------------------------------------- sample quality
-BINOMIAL = torch.tensor([1.0, 4, 6, 4, 1]) / 16  # 5x5 Gaussian = outer product of this with itself
-
-
-def blur(x, gain=1.0):
-    """5x5 binomial filter per channel, mirrored at the borders (as cv2.pyrDown): (N, 3, H, W)."""
-    kernel = gain * (BINOMIAL[:, None] * BINOMIAL).expand(x.shape[1], 1, 5, 5)  # (3, 1, 5, 5)
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel, groups=x.shape[1])
-
-
-def laplacian_pyramid(images, levels=3):
-    """(N, 3, 64, 64) -> [detail at 64, detail at 32, ..., the blurred image at 64 / 2^(levels-1)].
-    Each detail level is the image minus its blurred, halved and re-doubled self."""
-    pyramid = [images]
-    for _ in range(levels - 1):
-        small = blur(pyramid[-1])[:, :, ::2, ::2]  # (N, 3, H/2, W/2)
-        up = torch.zeros_like(pyramid[-1])
-        up[:, :, ::2, ::2] = small  # zeros between the pixels; the 4x gain makes up for them
-        pyramid[-1] = pyramid[-1] - blur(up, gain=4.0)
-        pyramid.append(small)
-    return pyramid
-
-
-def descriptors(level, ys, xs, size=7):
-    """The size x size neighbourhoods at top-left corners (ys, xs), each (N, per_image), of the
-    images of one pyramid level (N, 3, H, W), normalised per channel by the mean and std of this
-    set of neighbourhoods -> (N * per_image, 3 * size * size)."""
-    windows = level.unfold(2, size, 1).unfold(3, size, 1)  # all neighbourhoods, a view: (N, 3, H', W', 7, 7)
-    picked = windows[torch.arange(len(level))[:, None], :, ys, xs].flatten(0, 1)  # (N * per_image, 3, 7, 7)
-    picked = picked - picked.mean((0, 2, 3), keepdim=True)
-    return (picked / picked.std((0, 2, 3), keepdim=True).clamp_min(1e-8)).flatten(1)  # flat images: zeros
-
-
-def sliced_wasserstein(a, b, generator, directions=128, repeats=4):
-    """Mean over random unit directions of the 1-D Wasserstein distance between the projections
-    of descriptor sets a and b (M, D): in 1-D it is the mean gap between the sorted values."""
-    distances = []
-    for _ in range(repeats):
-        dirs = torch.randn(directions, a.shape[1], generator=generator)
-        dirs = dirs / dirs.norm(dim=1, keepdim=True)  # (directions, D)
-        gaps = (dirs @ a.T).sort().values - (dirs @ b.T).sort().values  # (directions, M), sorted rows
-        distances.append(gaps.abs().mean())
-    return torch.stack(distances).mean().item()
-
-
-def swd(a, b, seed=0, per_image=128, size=7):
-    """SWD x1e3 between two equally large image sets (N, 3, 64, 64) in [-1, 1] at each pyramid level
-    (64, 32, 16 pixels), as Karras et al. 2018 with their settings. Both sets take neighbourhoods at
-    the same random places, so that swd(a, b) = swd(b, a) and swd(a, a) = 0."""
-    if len(a) != len(b):
-        raise ValueError(f"SWD compares sets of equal size, not {len(a)} and {len(b)} images")
-    generator = torch.Generator().manual_seed(seed)
-    result = []
-    for level_a, level_b in zip(laplacian_pyramid(a.float()), laplacian_pyramid(b.float())):
-        H, W = level_a.shape[2:]
-        ys, xs = (torch.randint(side - size + 1, (len(a), per_image), generator=generator) for side in (H, W))
-        result.append(1e3 * sliced_wasserstein(descriptors(level_a, ys, xs, size),
-                                               descriptors(level_b, ys, xs, size), generator))
-    return result
-
-
-def nearest_distances(queries, train, k=2, leave_one_out=False, chunk=1024):
-    """L2 distances from each query image (N, 3, 64, 64) in [-1, 1] to its k nearest training images
-    (M, 3, 64, 64) uint8 -> (N, k), ascending. A training image counts at the nearer of itself and
-    its mirror image, since training flips images. With leave_one_out, a query that is itself a
-    training image skips it. In float64, so that exact copies come out at 0, not rounding noise."""
-    queries = queries.double().flatten(1)
-    nearest = torch.empty(len(queries), 0, dtype=torch.float64)
-    for start in range(0, len(train), chunk):
-        block = train[start:start + chunk].double() / 127.5 - 1  # uint8 -> [-1, 1]
-        direct = torch.cdist(queries, block.flatten(1))  # (N, chunk)
-        distances = torch.minimum(direct, torch.cdist(queries, block.flip(3).flatten(1)))
-        if leave_one_out:
-            distances = distances.masked_fill(direct < 1e-3, torch.inf)  # distinct images differ by >= 1/127.5
-        nearest = torch.cat([nearest, distances], 1)
-        nearest = nearest.topk(min(k, nearest.shape[1]), largest=False).values
-    return nearest
-
-
-def copying_check(samples, train, real):
-    """Are the samples closer to training images than real images are? samples and real (N, 3, 64,
-    64) in [-1, 1]; `real` should be images the model never saw (a training image skips itself).
-    The verdict uses the distance to the nearest training image over that to the second nearest:
-    0 for a copy, but near 1 for a grey or blurry image, which is close to everything in plain L2."""
-    near_samples, near_real = nearest_distances(samples, train), nearest_distances(real, train, leave_one_out=True)
-    ratio_samples = near_samples[:, 0] / near_samples[:, 1].clamp_min(1e-8)  # (N,)
-    ratio_real = near_real[:, 0] / near_real[:, 1].clamp_min(1e-8)
-    closer = (ratio_samples < torch.quantile(ratio_real, 0.01)).double().mean().item()  # by chance: 1%
-    verdict = (f"possible copying: {100 * closer:.1f}% of samples lie closer to a training image than 99% "
-               f"of real images do (by chance: about 1%)" if closer > 0.05 else "no sign of copying")
-    return {"nearest_samples": near_samples[:, 0].median().item(), "nearest_real": near_real[:, 0].median().item(),
-            "ratio_samples": ratio_samples.median().item(), "ratio_real": ratio_real.median().item(),
-            "closer": closer, "verdict": verdict}
-
-
 def compare(samples, train_args, args):
-    """The --compare report: SWD against real images next to its floor, then the copying check."""
-    seed = train_args.get("seed", 0)
+    """The --compare report (quality.py) against the real images of args.compare."""
     try:  # "toy": cats drawn with another seed than the training cats, so never trained on
+        seed = train_args["seed"]
         real = toy_cats(2 * len(samples), seed + 1) if args.compare == "toy" else load_images(args.compare)
-        train = load_images(args.train_data or train_args.get("data"), seed=seed)
+        train = load_images(args.train_data or train_args["data"], seed=seed)
+        quality.compare(samples, real, train, args.seed, source=args.compare)
     except ValueError as e:
         fail(e)
-    n = min(len(samples), len(real) // 2)  # the floor needs two disjoint sets of n real images
-    if n < 2:
-        fail(f"--compare needs at least 4 real images; {args.compare} has {len(real)}")
-    if n < len(samples):
-        print(f"warning: {args.compare} has only {len(real)} images, so {n} samples are compared")
-    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(args.seed))
-    real_a, real_b = (real[order[i * n:(i + 1) * n]].float() / 127.5 - 1 for i in range(2))
-    samples = ((samples[:n].clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # as a PNG stores them
-
-    results = {"samples vs real": swd(samples, real_a, args.seed),
-               "real vs real (floor)": swd(real_b, real_a, args.seed)}
-    print(f"sliced Wasserstein distance x1e3 (Karras et al. 2018), {n} vs {n} images, lower is better")
-    print(f"{'':22}{'64px':>8}{'32px':>8}{'16px':>8}{'mean':>8}")
-    for name, levels in results.items():
-        levels.append(sum(levels) / len(levels))
-        print(f"{name:22}" + "".join(f"{v:8.2f}" for v in levels))
-    print(f"{'ratio (1 is perfect)':22}" + "".join(f"{m / f:8.2f}" for m, f in zip(*results.values())))
-
-    check = copying_check(samples, train, real_a)
-    print(f"memorisation: nearest of {len(train)} training images or their mirrors (medians)")
-    for name, key in [("L2 distance to the nearest", "nearest"), ("nearest / second-nearest (0: a copy)", "ratio")]:
-        print(f"  {name:38}samples {check[key + '_samples']:6.3f}   real {check[key + '_real']:6.3f}")
-    print(f"  {check['verdict']}")
 
 
 def main():

@@ -1,19 +1,12 @@
-"""Tests for the sample-quality figures of sample.py --compare (sliced Wasserstein distance,
-copying check) and for bench.py's FLOP formula. CPU, about half a minute. Run: python -m pytest -q"""
-import subprocess
-import sys
-from pathlib import Path
-
+"""Tests for quality.py, the figures of sample.py --compare: the sliced Wasserstein distance, the
+copying check and the seam ratio. CPU, about half a minute. Run: python -m pytest -q test_quality.py"""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
-from bench import flops_per_image
-from data import image_grid, toy_cats
-from model import Config, LUTTransformer, save_checkpoint
-from sample import blur, copying_check, laplacian_pyramid, swd
+from data import toy_cats
+from lut import patchify, unpatchify
+from quality import blur, compare, copying_check, laplacian_pyramid, seam_ratio, swd
 
 N = 64  # images per set: enough for stable figures, small enough for a fast test
 
@@ -74,38 +67,48 @@ def test_copying_check_flags_copies_only(cats):
     assert copying_check(fresh, train, train_float)["nearest_real"] > 10
 
 
-def test_compare_cli(tmp_path):
-    """sample.py --compare end to end, on an untrained model: it must not pass for a cat painter."""
-    for name, seed in [("train", 0), ("real", 1)]:
-        (tmp_path / name).mkdir()
-        for i, image in enumerate(toy_cats(16, seed)):
-            image_grid(image[None].float() / 127.5 - 1).save(tmp_path / name / f"{i}.png")
-    torch.manual_seed(0)
-    model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
-    save_checkpoint(tmp_path / "ckpt.pt", model, model, torch.optim.AdamW(model.parameters()), [], 0,
-                    {"data": "train", "seed": 0, "t_sampling": "logit-normal"})
-    command = ["sample.py", "ckpt.pt", "--compare", "real", "--n", "8", "--steps", "2", "--device", "cpu"]
-    result = subprocess.run([sys.executable, str(Path(__file__).parent / command[0]), *command[1:]],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    ratio = [line for line in lines if line.startswith("ratio")][0]
-    assert float(ratio.split()[-1]) > 2  # untrained samples are far from cats, whatever their floor
-    assert "8 vs 8 images" in result.stdout and lines[-1].strip() == "no sign of copying"
+def smooth_images(n, seed=0):
+    """n smooth random images (n, 3, 64, 64): noise blurred four times with the 5x5 binomial filter."""
+    x = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    for _ in range(4):
+        x = blur(x)
+    return x / x.abs().max()
 
 
-@pytest.mark.parametrize("lut", ["softmax", "tanh", "dynamic"])
-def test_flop_formula_matches_a_flop_counter(lut):
-    cfg = Config(lut=lut, width=64, depth=2, heads=2, dict_size=16, static_tokens=16 if lut == "dynamic" else 0)
-    model = LUTTransformer(cfg)
-    formula = flops_per_image(model)
-    forward, training = FlopCounterMode(display=False), FlopCounterMode(display=False)
-    # The counter misses the CPU's fused attention kernel; the math backend's matmuls it sees.
-    with sdpa_kernel(SDPBackend.MATH):
-        with forward, torch.no_grad():
-            model(torch.randn(2, 3, 64, 64), torch.rand(2))
-        with training:
-            model(torch.randn(2, 3, 64, 64), torch.rand(2))[0].square().mean().backward()
-    assert abs(forward.get_total_flops() / 2 - formula) <= 1e-3 * formula
-    # 3x the forward pass, less the patch embedding's input gradient, which nobody needs.
-    assert abs(training.get_total_flops() / 2 - 3 * formula) <= 0.05 * 3 * formula
+def test_seam_ratio_is_near_one_for_smooth_images_and_large_for_a_patchwork(cats):
+    smooth = smooth_images(64)
+    ramp = torch.linspace(-1, 1, 64, dtype=torch.float64)
+    gradients = (ramp[:, None] + 0.5 * ramp[None, :]).expand(2, 3, 64, 64)  # every neighbour pair differs alike
+    assert seam_ratio(smooth) == pytest.approx(1, abs=0.05)
+    assert seam_ratio(gradients) == pytest.approx(1.0, rel=1e-9)
+    assert seam_ratio(cats[0]) == pytest.approx(1.06, abs=0.1)  # toy cats, like real ones, show no grid
+    # A patchwork: patch p of it is patch p of smooth image p, so no two of its patches come from one image.
+    patches = patchify(smooth)  # (64 images, 64 patches, 3, 8, 8)
+    patchwork = unpatchify(torch.stack([patches[p, p] for p in range(64)])[None])  # (1, 3, 64, 64)
+    assert seam_ratio(patchwork) > 10
+    assert seam_ratio(patchwork.roll(4, dims=2).roll(4, dims=3)) < 0.5  # the same seams, now inside patches
+
+
+def test_seam_ratio_equals_a_slow_loop_on_a_tiny_image():
+    image = torch.randint(0, 9, (2, 3, 16, 24)).double()  # 2 x 3 patches of 8x8
+    across, inside = [], []
+    for n in range(2):
+        for c in range(3):
+            for i in range(16):
+                for j in range(24):
+                    for di, dj in [(0, 1), (1, 0)]:  # the right and the lower neighbour
+                        if i + di < 16 and j + dj < 24:
+                            square = (image[n, c, i + di, j + dj] - image[n, c, i, j]).item() ** 2
+                            crosses = (i // 8 != (i + di) // 8) or (j // 8 != (j + dj) // 8)
+                            (across if crosses else inside).append(square)
+    assert len(across) == 2 * 3 * (16 * 2 + 24 * 1) and len(inside) == 2 * 3 * (16 * 21 + 24 * 14)
+    expected = (sum(across) / len(across)) / (sum(inside) / len(inside))
+    assert seam_ratio(image) == pytest.approx(expected, rel=1e-12)
+
+
+def test_compare_needs_four_real_images(cats, capsys):
+    uint8 = ((cats[0] + 1) * 127.5).round().to(torch.uint8)
+    with pytest.raises(ValueError, match="at least 4 real images; DIR has 3"):
+        compare(cats[1][:8], uint8[:3], uint8, source="DIR")
+    compare(cats[1][:8], uint8[:5], uint8, source="DIR")
+    assert "DIR has only 5 images, so 2 samples are compared" in capsys.readouterr().out

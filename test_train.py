@@ -1,17 +1,17 @@
 """Tests for train.py and sample.py, run as a user runs them: in subprocesses, on the CPU, with a
-model small enough that each command takes seconds. Run: python -m pytest -q"""
+model small enough that each command takes seconds. Run: python -m pytest -q test_train.py"""
 import math
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from data import image_grid, toy_cats
+from model import Config, LUTTransformer, save_checkpoint
 
 ROOT = Path(__file__).parent
 TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
@@ -143,3 +143,23 @@ def test_sample_rejects_bad_checkpoints(tmp_path, cats, content):
     result = run("sample.py", "bad.pt", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot read bad.pt") and "Traceback" not in result.stderr
+
+
+def test_compare_cli(tmp_path):
+    """sample.py --compare end to end, on an untrained model: it must not pass for a cat painter."""
+    for name, seed in [("train", 0), ("real", 1)]:
+        (tmp_path / name).mkdir()
+        for i, image in enumerate(toy_cats(16, seed)):
+            image_grid(image[None].float() / 127.5 - 1).save(tmp_path / name / f"{i}.png")
+    torch.manual_seed(0)
+    model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
+    save_checkpoint(tmp_path / "ckpt.pt", model, model, torch.optim.AdamW(model.parameters()), [], 0,
+                    {"data": "train", "seed": 0, "t_sampling": "logit-normal"})
+    result = run("sample.py", "ckpt.pt", "--compare", "real", "--n", 8, "--steps", 2, "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    ratio = [line for line in lines if line.startswith("ratio")][0]
+    assert float(ratio.split()[-1]) > 2  # untrained samples are far from cats, whatever their floor
+    seams = [line for line in lines if line.startswith("seam ratio")][0].split()
+    assert seams[-4] == "samples" and seams[-2] == "real" and 0.8 < float(seams[-1]) < 1.4  # toy cats show no grid
+    assert "8 vs 8 images" in result.stdout and lines[-1].strip() == "no sign of copying"
