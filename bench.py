@@ -115,7 +115,8 @@ def bench_head(lut_name, args, device, peaks):
     noise = torch.randn(BATCH, 3, 64, 64, device=device)
     with autocast:
         sample(run_model, noise, 1, "logit-normal")  # warm-up: under no_grad, a compiled model compiles anew
-        sample_s = timed(lambda: sample(run_model, noise, args.sample_steps, "logit-normal"), 1, device)[0] * 64 / args.sample_steps
+        seconds = timed(lambda: sample(run_model, noise, args.sample_steps, "logit-normal"), 1, device)[0]
+    sample_s = seconds * 64 / args.sample_steps
 
     train_flops = 3 * flops_per_image(model)  # forward + backward, per image
     flops = train_flops * BATCH / step_s

@@ -1,7 +1,7 @@
 """The LUT patch transformer: a denoiser that paints every 8x8 patch from a lookup table.
 
     x_t (B, 3, 64, 64), t (B,)  ->  8x8 patches -> 64 tokens (+ static tokens) + position + time
-                                ->  16 pre-norm blocks (attention + SwiGLU MLP)
+                                ->  depth pre-norm blocks (attention + SwiGLU MLP; 16 in the post)
                                 ->  K scores per patch token -> LUT head (lut.py) -> x_hat
 
 Conventions, written once for the whole project: images live in [-1, 1]; t=1 is the clean image
@@ -110,7 +110,7 @@ class Attention(nn.Module):
     def forward(self, x):  # (B, T, width)
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).transpose(1, 3).unbind(2)  # (B, h, T, d)
         if x.device.type == "cpu":  # the same maths in plain matmuls, which CPUs run faster than the fused
-            # kernel (its backward is slow, 3x so in bf16); the softmax runs in fp32 even under autocast
+            # kernel (its backward is slow there); the softmax runs in fp32 even under autocast
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, T, T)
             y = torch.softmax(scores, dim=-1, dtype=torch.float32) @ v
         else:
@@ -195,8 +195,8 @@ def default_preset(device):
 
 
 def fast_dtype(device):
-    """bf16 where the hardware runs it natively: CUDA, and CPUs with AVX512-BF16 or AMX (about 2x
-    faster than fp32 there, bench.py). Elsewhere bf16 is emulated and slower, so fp32."""
+    """bf16 where the hardware runs it natively, so faster than fp32: CUDA, and CPUs with AVX512-BF16
+    or AMX. Elsewhere bf16 is emulated and slower, so fp32."""
     if device.type == "cuda":
         return "bf16"
     native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
@@ -249,19 +249,19 @@ def denoising_loss(model, x, t, noise, autocast, loss="v", gram=0.0):
 
 
 @torch.no_grad()
-def sample(model, noise, steps, t_sampling, frames=None):
+def sample(model, noise, steps, train_t_sampling, frames=None):
     """Euler steps along the lerp path from t=0 (noise) to t=1 (image).
 
     Along the path dx_t/dt = x - noise = (x - x_t) / (1 - t), so with the prediction x_hat the
     step is x <- x + (x_hat - x) dt / (1 - t). The steps are spread evenly from t=0 up to the
-    99th percentile of the noise levels the model was trained on (t_sampling: 0.74 for logit-normal);
-    from there the last step lands on x_hat itself (dt = 1 - t, nothing divides by zero). Above
-    that level the model has hardly seen data, and stepping on through it made samples
-    over-contrasted, with clipped highlights (README, Results).
+    99th percentile of the noise levels the model was trained on, drawn as train_t_sampling says
+    (draw_t; 0.74 for logit-normal); from there the last step lands on x_hat itself (dt = 1 - t,
+    nothing divides by zero). Above that level the model has hardly seen data, and stepping on
+    through it made samples over-contrasted, with clipped highlights (docs/results.md).
     If `frames` is a list, every intermediate x is appended.
     """
     x = noise
-    times = [*torch.linspace(0, t_quantile(t_sampling, 0.99), steps).tolist(), 1.0]
+    times = [*torch.linspace(0, t_quantile(train_t_sampling, 0.99), steps).tolist(), 1.0]
     for t, t_next in zip(times[:-1], times[1:]):
         x_hat, _ = model(x, torch.full((len(x),), t, device=x.device))
         x = x + (x_hat.float() - x) * (t_next - t) / (1 - t)

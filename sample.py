@@ -44,10 +44,10 @@ def load_model(path, device):
     return model.to(device).eval(), checkpoint["args"]
 
 
-def generate(model, n, steps, seed, device, t_sampling, frames=None):
+def generate(model, n, steps, seed, device, train_t_sampling, frames=None):
     """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device;
-    in bf16 where the device runs it natively (model.fast_dtype), else fp32. t_sampling: how the
-    model's training drew t, which sets the sampler's time grid (model.sample).
+    in bf16 where the device runs it natively (model.fast_dtype), else fp32. train_t_sampling: how
+    the model's training drew t, which sets the sampler's time grid (model.sample).
     If `frames` is a list, it receives the first chunk's trajectory: its noise, then every step."""
     noise = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     autocast = autocast_for(device, fast_dtype(device))
@@ -57,7 +57,7 @@ def generate(model, n, steps, seed, device, t_sampling, frames=None):
             chunk = noise[start:start + CHUNK].to(device)
             if frames is not None and start == 0:
                 frames.append(chunk)  # the trajectory starts at the pure noise
-            chunks.append(sample(model, chunk, steps, t_sampling, frames if start == 0 else None).float().cpu())
+            chunks.append(sample(model, chunk, steps, train_t_sampling, frames if start == 0 else None).float().cpu())
     return torch.cat(chunks)
 
 

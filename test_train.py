@@ -124,7 +124,8 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
 
 
 def test_two_process_ddp_on_gloo(tmp_path, cats):
-    env_launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000)]
+    port = str(29500 + os.getpid() % 1000)
+    env_launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", port]
     result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=env_launcher)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("step 3/3") == 1  # rank 0 alone logs

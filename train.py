@@ -38,7 +38,7 @@ def fail(message):
 
 
 # ----------------------------------------------------------------------------- settings
-# The defaults of --preset, --lut and the settings that depend on them are in model.py's table.
+# The defaults that depend on --preset and --lut come from model.py's table; --help lists it.
 def listing(table):
     """A table of model.py as "name: key value, ...; name: ...", for --help."""
     return "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items()) for name, row in table.items())
@@ -50,22 +50,22 @@ parser = argparse.ArgumentParser(
            + listing({f"{lut} on {preset}": row for (preset, lut), row in PRESET_HEAD.items()}))
 arg = parser.add_argument
 arg("--lut", default=DEFAULT_HEAD, choices=list(HEADS),
-    help="LUT head (default: %(default)s, the best of the three on a CPU budget, README)")
+    help="LUT head (default: %(default)s, the best of the three on a CPU budget: docs/results.md)")
 arg("--data", help="folder of cat images (default: the built-in toy cats)")
 arg("--out", default="out", help="folder for the checkpoint and pictures (default: %(default)s)")
 arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
 arg("--width", type=int, help="override the preset's width")
 arg("--depth", type=int, help="override the preset's number of blocks")
 arg("--heads", type=int, help="override the preset's number of attention heads")
-arg("--dict-size", type=int, help="LUT entries K (default: 512 for softmax, 64 for tanh and dynamic)")
-arg("--static-tokens", type=int, help="learned extra tokens (default: 64 for dynamic, else 0)")
-arg("--gram", type=float, help="Gram penalty weight (default: 0.2 for tanh, else 0)")
-arg("--steps", type=int, help="training steps (default: the preset's, or its head's on it: see below)")
+arg("--dict-size", type=int, help="LUT entries K (default: the head's, see below)")
+arg("--static-tokens", type=int, help="learned extra tokens (default: the head's)")
+arg("--gram", type=float, help="Gram penalty weight (default: the head's)")
+arg("--steps", type=int, help="training steps (default: the preset's, or the preset's with this head)")
 arg("--batch-size", type=int, help="images per step, over all processes (default: the preset's)")
 arg("--lr", type=float, help="AdamW learning rate (default: the preset's)")
 arg("--warmup", type=int, default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
-arg("--min-lr", type=float, default=0.1, help="cosine decay over --steps ends at this fraction of --lr (default: %(default)s; "
-    "1 keeps the learning rate constant, as the post)")
+arg("--min-lr", type=float, default=0.1, help="cosine decay over --steps ends at this fraction of --lr "
+    "(default: %(default)s; 1 keeps the learning rate constant, as the post)")
 arg("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: %(default)s)")
 arg("--grad-clip", type=float, default=1.0, help="max gradient norm (default: %(default)s)")
 arg("--ema", type=float, default=0.999, help="EMA decay of the weights used for sampling (default: %(default)s)")
@@ -220,7 +220,7 @@ loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 while step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
-    t = draw_t(local_batch, args.t_sampling, generator).to(device)  # drawn before the noise: the order is part of an exact resume
+    t = draw_t(local_batch, args.t_sampling, generator).to(device)  # before the noise: an exact resume needs the order
     noise = torch.randn(x.shape, generator=generator).to(device)
     loss, per_image = denoising_loss(train_model, x, t, noise, autocast, args.loss, args.gram)
     optimizer.zero_grad(set_to_none=True)
@@ -249,7 +249,8 @@ while step < args.steps:
         elapsed = time.time() - t_start
         per_step = elapsed / (step - start_step)
         log(f"step {step}/{args.steps} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
-            + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
+            + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
+            + f" | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
