@@ -58,21 +58,12 @@ def test_tanh_is_not_a_convex_mix():
     assert out.min() > 1.99  # ~ 4 x 0.5 = 2, far outside the entries' range [0.5, 0.5]
 
 
-def test_dynamic_entries_are_rank_one_and_per_image():
+def test_dynamic_entries_are_rank_one():
     _, lut = head_output("dynamic", B=2, K=6)
     assert lut.shape == (2, 6, 3, 8, 8)
     singular = torch.linalg.svdvals(lut)  # (2, 6, 3, 8): per entry and channel
     assert (singular[..., 1] < 1e-10 * singular[..., 0].clamp_min(1)).all()
     assert (singular[..., 0] > 1e-3).all()
-    # In the model, two different images get two different LUTs.
-    model = LUTTransformer(small_config("dynamic"))
-    _, lut = model(torch.randn(2, 3, 64, 64), torch.full((2,), 0.5))
-    assert (lut[0] - lut[1]).abs().max() > 1e-4
-    # ... and within one image the entries start as distinct patterns of pixel-like size.
-    entries = lut[0].flatten(1)  # (K, 192)
-    assert 0.1 < entries.std() < 2
-    cosine = torch.nn.functional.normalize(entries, dim=1) @ torch.nn.functional.normalize(entries, dim=1).T
-    assert cosine.abs().fill_diagonal_(0).max() < 0.7
 
 
 def test_gram_penalty_values_and_gradient():

@@ -56,6 +56,17 @@ def test_model_shapes_static_tokens_and_gradients(lut_name, static_tokens):
             assert (model(x, t)[0] - out).abs().max() > 1e-5
 
 
+def test_dynamic_head_gives_each_image_its_own_distinct_entries():
+    model = LUTTransformer(small_config("dynamic"))
+    _, lut = model(torch.randn(2, 3, 64, 64), torch.full((2,), 0.5))
+    assert (lut[0] - lut[1]).abs().max() > 1e-4  # two different images, two different LUTs
+    # ... and within one image the entries start as distinct patterns of pixel-like size.
+    entries = lut[0].flatten(1)  # (K, 192)
+    assert 0.1 < entries.std() < 2
+    cosine = torch.nn.functional.normalize(entries, dim=1) @ torch.nn.functional.normalize(entries, dim=1).T
+    assert cosine.abs().fill_diagonal_(0).max() < 0.7
+
+
 def test_zero_init_starts_at_the_mean_pattern():
     model = LUTTransformer(small_config("softmax"))
     out, lut = model(torch.randn(1, 3, 64, 64), torch.rand(1))
