@@ -9,7 +9,7 @@ Absolute timings drift on a shared machine, so the peak FLOP/s of a big square m
 in the same run, in fp32 and bf16, and the training step is reported as a fraction of it.
 The sampling time is for 64 images x 64 Euler steps; every step is one identical forward pass, so
 on CPU it is timed over --sample-steps steps and scaled to 64. On a CPU with bf16 instructions
-(AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path: see the README for figures.
+(AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path: docs/results.md has figures.
 """
 import argparse
 import copy
