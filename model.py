@@ -8,7 +8,8 @@ Conventions, written once for the whole project: images live in [-1, 1]; t=1 is 
 and t=0 pure noise, x_t = t x + (1 - t) noise; the network predicts the clean image x
 (x-prediction, as in the post and in JiT).
 
-Also here, as in JiT's denoiser.py: the noise path, the training loss and the Euler sampler.
+Also here: at the top, the table of every default setting; as in JiT's denoiser.py, the noise
+path, the training loss and the Euler sampler; at the end, saving and loading checkpoints.
 
 Usage:
     from model import make_config, LUTTransformer
@@ -16,8 +17,8 @@ Usage:
     x_hat, lut = model(x_t, t)
 
 Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), the LUT heads as
-lut.py says, and the score layer at exactly zero. So at step 0 every patch gives its entries equal weight: the
-softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
+lut.py says, and the score layer at exactly zero. So at step 0 every patch gives its entries equal
+weight: the softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
 """
 import math
 import os
@@ -55,6 +56,11 @@ def defaults(preset, lut):
     if lut not in HEADS:
         raise ValueError(f"unknown LUT head '{lut}': choose one of {', '.join(HEADS)}")
     return {**PRESETS[preset], **HEADS[lut], **PRESET_HEAD.get((preset, lut), {})}
+
+
+def default_preset(device):
+    """The post's model on a GPU, the small one elsewhere."""
+    return "blog" if device.type == "cuda" else "tiny"
 
 
 @dataclass
@@ -187,11 +193,6 @@ def best_device():
 def autocast_for(device, dtype):
     """bf16 autocast for dtype "bf16" (matmuls in bf16, the rest in fp32), no-op for "fp32"."""
     return torch.autocast(device.type, torch.bfloat16) if dtype == "bf16" else nullcontext()
-
-
-def default_preset(device):
-    """The post's model on a GPU, the small one elsewhere."""
-    return "blog" if device.type == "cuda" else "tiny"
 
 
 def fast_dtype(device):
