@@ -33,7 +33,7 @@ COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s",
 
 def flops_per_image(model):
     """Matmul FLOPs of one forward pass for one image; a multiply-add counts 2. With P = 64 patch
-    tokens, S static tokens, T = P + S, width d, SwiGLU hidden size h and K LUT entries:
+    tokens, S static tokens, T = P + S, width d and K LUT entries:
 
         patch embed    2 P (3*8*8) d             8x8x3 pixels -> d, per patch
         time MLP       2 (256 d + d d)           once per image
@@ -41,9 +41,9 @@ def flops_per_image(model):
                        2 T T d                   scores q k^T (all heads together)
                        2 T T d                   attention-weighted sum of v
                        2 T d d                   output projection
-                       2 T d 3h                  SwiGLU: gate and up (d -> 2h), down (h -> d)
+                       2 T d 2d                  gated MLP: gate and up (d -> 2d)
         score head     2 P d K
-        dynamic head   2 S d 48                  static states -> u, v: 3 colours x (8 + 8)
+        dynamic head   2 S d (K/S) 48            static states -> u, v: 3 colours x (8 + 8) per entry
         LUT mix        2 P K 192                 weights (P, K) @ entries (K, 3*8*8)
 
     Norms, softmax, SiLU and the dynamic head's outer products u v^T are elementwise: they cost
@@ -51,9 +51,9 @@ def flops_per_image(model):
     computes one matmul for the input's gradient and one for the weights'."""
     cfg = model.cfg
     P, S, d, K = model.num_patches, cfg.static_tokens, cfg.width, cfg.dict_size
-    T, h = P + S, model.blocks[0].mlp.down.in_features
-    block = 2 * T * d * 3 * d + 2 * 2 * T * T * d + 2 * T * d * d + 2 * T * d * 3 * h
-    head = 2 * S * d * 48 if cfg.lut == "dynamic" else 0
+    T = P + S
+    block = 2 * T * d * 3 * d + 2 * 2 * T * T * d + 2 * T * d * d + 2 * T * d * 2 * d
+    head = 2 * d * K * 48 if cfg.lut == "dynamic" else 0  # S tokens x K/S entries each
     return (2 * P * 192 * d + 2 * (256 * d + d * d) + cfg.depth * block
             + 2 * P * d * K + head + 2 * P * K * 192)
 

@@ -10,7 +10,7 @@ from model import Config, LUTTransformer
 
 @pytest.mark.parametrize("lut", ["softmax", "tanh", "dynamic"])
 def test_flop_formula_matches_a_flop_counter(lut):
-    cfg = Config(lut=lut, width=64, depth=2, heads=2, dict_size=16, static_tokens=16 if lut == "dynamic" else 0)
+    cfg = Config(lut=lut, width=64, depth=2, heads=2, dict_size=16, static_tokens=4 if lut == "dynamic" else 0)
     model = LUTTransformer(cfg)
     formula = flops_per_image(model)
     forward, training = FlopCounterMode(display=False), FlopCounterMode(display=False)
@@ -22,4 +22,5 @@ def test_flop_formula_matches_a_flop_counter(lut):
             model(torch.randn(2, 3, 64, 64), torch.rand(2))[0].square().mean().backward()
     assert abs(forward.get_total_flops() / 2 - formula) <= 1e-3 * formula
     # 3x the forward pass, less the patch embedding's input gradient, which nobody needs.
-    assert abs(training.get_total_flops() / 2 - 3 * formula) <= 0.05 * 3 * formula
+    patch_embed_input_grad = 2 * 64 * 192 * cfg.width
+    assert abs(training.get_total_flops() / 2 - (3 * formula - patch_embed_input_grad)) <= 0.01 * 3 * formula

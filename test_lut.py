@@ -8,12 +8,13 @@ from lut import PATCH, apply_lut, gram_image, gram_penalty, lut_atlas, make_head
 HEADS = ["softmax", "tanh", "dynamic"]
 
 
-def head_output(lut_name, B=2, K=5, width=16, dtype=torch.float64):
-    """Run one head on random scores: returns (weights, lut) as the model would use them."""
+def head_output(lut_name, B=2, K=6, S=3, width=16, dtype=torch.float64):
+    """Run one head on random scores (the dynamic head: S static tokens, K/S entries each):
+    returns (weights, lut) as the model would use them."""
     torch.manual_seed(0)
-    head = make_head(lut_name, K, width).to(dtype)
+    head = make_head(lut_name, K, width, S).to(dtype)
     scores = torch.randn(B, 64, K, dtype=dtype)
-    static_states = torch.randn(B, K, width, dtype=dtype)
+    static_states = torch.randn(B, S, width, dtype=dtype)
     return head(scores, static_states)
 
 
@@ -64,6 +65,22 @@ def test_dynamic_entries_are_rank_one():
     singular = torch.linalg.svdvals(lut)  # (2, 6, 3, 8): per entry and channel
     assert (singular[..., 1] < 1e-10 * singular[..., 0].clamp_min(1)).all()
     assert (singular[..., 0] > 1e-3).all()
+
+
+def test_dynamic_entries_come_from_their_own_static_token():
+    """Slow version: entry k is made by static token k // (K/S), from its own 48 rows of to_uv."""
+    torch.manual_seed(0)
+    K, S, width = 6, 3, 16
+    head = make_head("dynamic", K, width, S).double()
+    states = torch.randn(2, S, width, dtype=torch.float64)
+    _, lut = head(torch.zeros(2, 64, K, dtype=torch.float64), states)
+    rows = head.to_uv.weight.view(K // S, 3, 2, 8, width)  # per entry of a token: colour, (u, v), pixel
+    for b in range(2):
+        for k in range(K):
+            token, j = divmod(k, K // S)
+            for c in range(3):
+                u, v = rows[j, c, 0] @ states[b, token], rows[j, c, 1] @ states[b, token]
+                assert torch.allclose(lut[b, k, c], torch.outer(u, v))
 
 
 def test_gram_penalty_values_and_gradient():

@@ -20,7 +20,7 @@ def small_config(lut, static_tokens=None):
 def test_defaults_configs_and_bad_settings():
     assert Config() == make_config() == make_config("tiny", DEFAULT_HEAD)  # one set of defaults
     assert make_config("blog", "softmax").dict_size == 512
-    assert make_config("tiny", "dynamic", width=None).static_tokens == 64
+    assert make_config("tiny", "dynamic", width=None).static_tokens == 16
     assert make_config("tiny", "tanh", width=96).width == 96
     assert defaults("tiny", "dynamic")["steps"] == defaults("tiny", "tanh")["steps"] // 2  # the same minutes
     assert defaults("blog", "dynamic")["steps"] == defaults("blog", "tanh")["steps"] == 10_000
@@ -31,6 +31,8 @@ def test_defaults_configs_and_bad_settings():
         make_config("tiny", "sigmoid")
     with pytest.raises(ValueError, match="static token"):
         make_config("tiny", "dynamic", static_tokens=0)
+    with pytest.raises(ValueError, match="divides"):
+        make_config("tiny", "dynamic", static_tokens=5)
     with pytest.raises(ValueError, match="divisible"):
         make_config("tiny", "tanh", width=100, heads=3)
 
