@@ -118,7 +118,7 @@ def main():
         try:
             output_file(gif_path)
         except argparse.ArgumentTypeError as e:
-            parser.error(f"argument --gif: {e}")
+            parser.error(f"argument --gif: {e} (the GIF's name is --out's, ending .gif)")
     device = torch.device(args.device or best_device())
 
     model, train_args = load_model(args.ckpt, device)

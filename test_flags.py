@@ -59,3 +59,30 @@ def test_every_numeric_flag_is_in_the_table(script):
     source = (ROOT / script).read_text()
     numeric = set(re.findall(r'"(--[a-z-]+)",? (?:metavar="\w+", )?type=(?:number\(|int)', source))
     assert numeric == set(FLAGS[script])
+
+
+@pytest.mark.parametrize("script,argv,message", [
+    ("train.py", ["--out", "afile/x"], "argument --out: afile/x: afile is a file, not a folder"),
+    ("train.py", ["--out", "afile"], "argument --out: afile: afile is a file, not a folder"),
+    ("data.py", ["--preview", "nowhere/x.png"], "argument --preview: nowhere/x.png: no folder nowhere"),
+    ("data.py", ["--preview", "adir"], "argument --preview: adir is a folder; give a file name"),
+    ("data.py", ["--preview", "x.notapicture"], "argument --preview: x.notapicture: give a picture file name such as x.png"),
+    ("data.py", ["--download", "afile"], "argument --download: afile: afile is a file, not a folder"),
+    ("data.py", ["--data", "afile"], "argument --data: afile is a file, not a folder"),
+    ("data.py", ["--cache-dir", "afile/cache"], "argument --cache-dir: afile/cache: afile is a file, not a folder"),
+    ("sample.py", ["--compare", "nowhere"], "argument --compare: no folder nowhere"),
+    ("sample.py", ["--train-data", "afile"], "argument --train-data: afile is a file, not a folder"),
+    ("sample.py", ["--out", "adir"], "argument --out: adir is a folder; give a file name"),
+    ("sample.py", ["--png-dir", "afile"], "argument --png-dir: afile: afile is a file, not a folder"),
+    ("sample.py", ["--gif", "--out", "adir/samples.png"], "argument --gif: adir/samples.gif is a folder; give a file name "
+     "(the GIF's name is --out's, ending .gif)"),
+    ("bench.py", ["--json", "nowhere/bench.json"], "argument --json: nowhere/bench.json: no folder nowhere"),
+])
+def test_bad_paths_name_the_flag_and_the_problem(script, argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir" / "samples.gif").mkdir(parents=True)
+    monkeypatch.setattr(sys, "argv", [])
+    help = [] if "--gif" in argv else ["--help"]  # --gif's path is checked after parsing, before any work
+    assert run(script, *argv, *help) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"{script}: error: {message}"
