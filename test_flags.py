@@ -66,7 +66,8 @@ def test_every_numeric_flag_is_in_the_table(script):
     ("train.py", ["--out", "afile"], "argument --out: afile: afile is a file, not a folder"),
     ("data.py", ["--preview", "nowhere/x.png"], "argument --preview: nowhere/x.png: no folder nowhere"),
     ("data.py", ["--preview", "adir"], "argument --preview: adir is a folder; give a file name"),
-    ("data.py", ["--preview", "x.notapicture"], "argument --preview: x.notapicture: give a picture file name such as x.png"),
+    ("data.py", ["--preview", "x.notapicture"],
+     "argument --preview: x.notapicture: give a picture file name such as x.png"),
     ("data.py", ["--download", "afile"], "argument --download: afile: afile is a file, not a folder"),
     ("data.py", ["--data", "afile"], "argument --data: afile is a file, not a folder"),
     ("data.py", ["--cache-dir", "afile/cache"], "argument --cache-dir: afile/cache: afile is a file, not a folder"),
@@ -74,7 +75,8 @@ def test_every_numeric_flag_is_in_the_table(script):
     ("sample.py", ["--train-data", "afile"], "argument --train-data: afile is a file, not a folder"),
     ("sample.py", ["--out", "adir"], "argument --out: adir is a folder; give a file name"),
     ("sample.py", ["--png-dir", "afile"], "argument --png-dir: afile: afile is a file, not a folder"),
-    ("sample.py", ["--gif", "--out", "adir/samples.png"], "argument --gif: adir/samples.gif is a folder; give a file name "
+    ("sample.py", ["--gif", "--out", "adir/samples.png"],
+     "argument --gif: adir/samples.gif is a folder; give a file name "
      "(the GIF's name is --out's, ending .gif)"),
     ("bench.py", ["--json", "nowhere/bench.json"], "argument --json: nowhere/bench.json: no folder nowhere"),
 ])
