@@ -202,8 +202,8 @@ def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):
                                 cwd=tmp_path, launcher=DDP)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: cannot write to out at step 2: No space left on device; stopped, and out/ckpt.pt is "
-                      "intact, as it was last saved. Free some space, then continue with --resume"]
+    assert errors == ["error: cannot write to out at step 2: No space left on device; stopped, and no checkpoint "
+                      "was saved yet. Free some space, then start again"]
     assert "step 3/" not in result.stdout and not list((tmp_path / "out").glob("*.tmp*"))
 
 

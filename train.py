@@ -211,8 +211,10 @@ def save_pictures():
 
 def write_failed(error):
     """The line for a checkpoint or picture that could not be written (a full disk, say)."""
-    return (f"cannot write to {args.out} at step {step}: {error.strerror or error}; stopped, and {ckpt_path} "
-            f"is intact, as it was last saved. Free some space, then continue with --resume")
+    kept, then = ((f"{ckpt_path} is intact, as it was last saved", "continue with --resume") if ckpt_path.exists()
+                  else ("no checkpoint was saved yet", "start again"))
+    return f"cannot write to {args.out} at step {step}: {error.strerror or error}; stopped, and {kept}. " \
+           f"Free some space, then {then}"
 
 
 def stop_if(problem):
@@ -230,9 +232,11 @@ def stop_if(problem):
 
 def stop(problem):
     """End this process with one line from rank 0; every rank calls it together (see stop_if)."""
+    if master:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
     if ddp:
         dist.destroy_process_group()
-    sys.exit(f"error: {problem}" if master else 1)
+    sys.exit(1)
 
 
 # Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
