@@ -16,11 +16,11 @@ import copy
 import json
 import resource
 import statistics
-import sys
 import time
 
 import torch
 
+from data import number, output_file
 from model import (HEADS, PRESETS, LUTTransformer, autocast_for, best_device, default_preset, defaults, denoising_loss,
                    fast_dtype, make_config, sample)
 
@@ -136,14 +136,14 @@ def main():
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="autocast dtype (default: as train.py, bf16 "
                         "where the device runs it natively)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py --compile")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps (the median is reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
-    parser.add_argument("--sample-steps", type=int,
+    parser.add_argument("--steps", type=number(int, 1), default=5, help="timed training steps (the median is reported)")
+    parser.add_argument("--warmup", type=number(int, 0), default=2, help="untimed training steps first")
+    parser.add_argument("--sample-steps", type=number(int, 1),
                         help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's); on a busy machine 1 is "
+    parser.add_argument("--threads", type=number(int, 1), help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=output_file, help="also write the figures to this JSON file")
     args = parser.parse_args()
     device = torch.device(args.device or best_device())
     if args.threads:
@@ -151,8 +151,6 @@ def main():
     args.preset = args.preset or default_preset(device)
     args.dtype = args.dtype or fast_dtype(device)
     args.sample_steps = args.sample_steps or (64 if device.type == "cuda" else 4)
-    if min(args.steps, args.sample_steps) < 1 or args.warmup < 0:
-        sys.exit("error: --steps and --sample-steps must be at least 1, --warmup at least 0")
 
     peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     print(f"{device.type}, {torch.get_num_threads()} threads: 2048^2 matmul peak "

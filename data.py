@@ -15,6 +15,7 @@ Images are stored as uint8 (N, 3, 64, 64) and handed to the model as float (B, 3
 import argparse
 import gzip
 import hashlib
+import math
 import os
 import random
 import shutil
@@ -163,6 +164,67 @@ def toy_cats(n, seed=0):
     return bytes_to_images(raw, n)
 
 
+# ---------------------------------------------------------------------------- command-line checks
+# argparse `type=`s for the flags of every script: a bad value ends the run at once, before any
+# work, with argparse's one line that names the flag ("argument --lr: ...") and exit code 2.
+def number(kind, low, high=math.inf, low_allowed=True):
+    """A `type=` for an int or float flag from low to high; low_allowed=False excludes low itself."""
+    bounds = f"from {low} to {high}" if high < math.inf else f"{'>=' if low_allowed else '>'} {low}"
+    wanted = f"{'an integer' if kind is int else 'a number'} {bounds}"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if not (math.isfinite(value) and low <= value <= high and (low_allowed or value != low)):
+            raise argparse.ArgumentTypeError(f"{text} is not {wanted}")
+        return value
+    return parse
+
+
+def input_folder(path):
+    """A `type=` for a folder to read."""
+    if not Path(path).is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder" if Path(path).exists()
+                                         else f"no folder {path}")
+    return path
+
+
+def output_folder(path):
+    """A `type=` for a folder to write into, made when needed: it must not be a file, nor be inside one,
+    and its nearest existing folder must be writable."""
+    place = Path(path)
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {place} is a file, not a folder")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: cannot write into {place} (permission denied)")
+    return path
+
+
+def output_file(path):
+    """A `type=` for a file to write, in a folder that exists (a picture's format comes from its suffix)."""
+    folder = Path(path).parent
+    if Path(path).is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: no folder {folder}" if not folder.exists()
+                                         else f"{path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: cannot write into {folder} (permission denied)")
+    return path
+
+
+def picture(path):
+    """A `type=` for an image file to write: output_file, with a suffix Pillow can save."""
+    output_file(path)
+    if Path(path).suffix.lower() not in Image.registered_extensions():
+        raise argparse.ArgumentTypeError(f"{path}: give a picture file name such as {Path(path).stem or 'x'}.png")
+    return path
+
+
 # ---------------------------------------------------------------------------- download
 def fetch(url, target):
     """Download url to file target, resuming a partial file with an HTTP Range request; shows bytes and speed."""
@@ -245,12 +307,13 @@ def main():
     parser = argparse.ArgumentParser(description="Look at the training data, or download the real cat faces.",
                                      epilog="example: python data.py --download data/cats && "
                                             "python data.py --preview cats.png --data data/cats")
-    parser.add_argument("--preview", metavar="PNG",
+    parser.add_argument("--preview", metavar="PNG", type=picture,
                         help="write an 8x8 grid of one training batch (flips included) to PNG")
-    parser.add_argument("--data", metavar="DIR", help="folder of images to preview (default: the built-in toy cats)")
-    parser.add_argument("--cache-dir", default="data/cache",
+    parser.add_argument("--data", metavar="DIR", type=input_folder,
+                        help="folder of images to preview (default: the built-in toy cats)")
+    parser.add_argument("--cache-dir", default="data/cache", type=output_folder,
                         help="where decoded images are cached (default: %(default)s)")
-    parser.add_argument("--download", metavar="DIR", nargs="?", const="data/cats",
+    parser.add_argument("--download", metavar="DIR", nargs="?", const="data/cats", type=output_folder,
                         help="download the cat-face dataset into DIR (default: %(const)s)")
     parser.add_argument("--parts", type=int, nargs="+", default=[1], choices=[1, 2, 3],
                         help="which of the 3 parts (about 10k faces each) to download (default: 1)")
@@ -268,6 +331,8 @@ def main():
             print(f"wrote {args.preview}: 64 of {len(images)} training images", file=sys.stderr)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    except OSError as error:  # a full disk, say
+        sys.exit(f"error: cannot write {error.filename or 'the files'}: {error.strerror or error}")
 
 
 if __name__ == "__main__":

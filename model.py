@@ -295,14 +295,22 @@ CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "config", 
 OLD_ARGS = {"min_lr": 1.0}  # settings newer than the first checkpoints, with the value those runs trained with
 
 
-def save_atomically(obj, path):
-    """torch.save to a temp file, then rename: a crash (or Ctrl-C) never leaves a half-written
-    checkpoint or cache behind, and the previous file stays whole until the new one is."""
+def save_atomically(obj, path, write=torch.save):
+    """write(obj, file) into a temp file beside path, then rename: a crash, Ctrl-C or a full disk never
+    leaves a half-written checkpoint, cache or picture behind, and the previous file stays whole until
+    the new one is. A failed write raises OSError (errno ENOSPC for a full disk), the temp file removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, temp)
-    os.replace(temp, path)
+    try:
+        # Unbuffered: a failed write raises its OSError here, where torch's own file writer would turn
+        # it into a RuntimeError without the errno.
+        with open(temp, "wb", buffering=0) as file:
+            write(obj, file)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint(path, model, ema, optimizer, generators, step, args):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import quality
-from data import image_grid, load_images, toy_cats
+from data import image_grid, input_folder, load_images, number, output_file, output_folder, picture, toy_cats
 from model import LUTTransformer, autocast_for, best_device, fast_dtype, load_checkpoint, load_weights, sample
 
 CHUNK = 256  # images sampled at once, to bound memory for large --n
@@ -72,45 +72,62 @@ def compare(samples, train_args, args):
         fail(e)
 
 
+def write(images, frames, out, png_dir, gif_path):
+    """The grid of the first 64 images to out; every image to png_dir (if given); frames, if a list, as a GIF."""
+    image_grid(images[:64], ncol=8, scale=2, pad=2).save(out)
+    print(f"wrote {out}")
+    if png_dir:
+        Path(png_dir).mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            image_grid(image[None]).save(Path(png_dir) / f"{i:05d}.png")
+        print(f"wrote {len(images)} images to {png_dir}/")
+    if frames is not None:
+        # The first 16 images: the starting noise, then one frame per Euler step.
+        pictures = [image_grid(x[:16].float().cpu(), ncol=4, pad=2) for x in frames]
+        durations = [80] * (len(pictures) - 1) + [2000]  # ms per frame; the cats stay up for 2 s
+        pictures[0].save(gif_path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+        print(f"wrote {gif_path}")
+
+
+def real_images(path):
+    """--compare's `type=`: "toy" or a folder."""
+    return path if path == "toy" else input_folder(path)
+
+
 def main():
     parser = argparse.ArgumentParser(description="Sample cat faces from a LUT cats checkpoint.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
-    parser.add_argument("--n", type=int, help="number of images (default: 64, or 1024 with --compare)")
-    parser.add_argument("--steps", type=int, default=64, help="Euler sampling steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="samples.png", help="grid of the first 64 images")
-    parser.add_argument("--png-dir", help="also write every image as its own PNG into this folder")
+    parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64, or 1024 with --compare)")
+    parser.add_argument("--steps", type=number(int, 1), default=64, help="Euler sampling steps")
+    parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
+    parser.add_argument("--out", default="samples.png", type=picture, help="grid of the first 64 images")
+    parser.add_argument("--png-dir", type=output_folder,
+                        help="also write every image as its own PNG into this folder")
     parser.add_argument("--gif", action="store_true", help="also write the sampling trajectory as a GIF")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--compare", metavar="DIR", help='print quality figures against the real images in DIR, '
-                        'or "toy" for fresh toy cats (see the top of this file)')
-    parser.add_argument("--train-data", metavar="DIR", help="training images for --compare's copying check "
-                        "(default: the checkpoint's own --data)")
+    parser.add_argument("--compare", metavar="DIR", type=real_images, help='print quality figures against the real '
+                        'images in DIR, or "toy" for fresh toy cats (see the top of this file)')
+    parser.add_argument("--train-data", metavar="DIR", type=input_folder, help="training images for --compare's "
+                        "copying check (default: the checkpoint's own --data)")
     args = parser.parse_args()
     if args.n is None:
         args.n = 1024 if args.compare else 64
-    if args.n < 1 or args.steps < 1:
-        fail("--n and --steps must be at least 1")
+    gif_path = Path(args.out).with_suffix(".gif")
+    if args.gif:
+        try:
+            output_file(gif_path)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument --gif: {e} (the GIF's name is --out's, ending .gif)")
     device = torch.device(args.device or best_device())
 
     model, train_args = load_model(args.ckpt, device)
     frames = [] if args.gif else None
     images = generate(model, args.n, args.steps, args.seed, device, train_args["t_sampling"], frames)
-    image_grid(images[:64], ncol=8, scale=2, pad=2).save(args.out)
-    print(f"wrote {args.out}")
-    if args.png_dir:
-        Path(args.png_dir).mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(images):
-            image_grid(image[None]).save(Path(args.png_dir) / f"{i:05d}.png")
-        print(f"wrote {len(images)} images to {args.png_dir}/")
-    if args.gif:
-        # The first 16 images: the starting noise, then one frame per Euler step.
-        pictures = [image_grid(x[:16].float().cpu(), ncol=4, pad=2) for x in frames]
-        gif_path = Path(args.out).with_suffix(".gif")
-        durations = [80] * (len(pictures) - 1) + [2000]  # ms per frame; the cats stay up for 2 s
-        pictures[0].save(gif_path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
-        print(f"wrote {gif_path}")
+    try:
+        write(images, frames, args.out, args.png_dir, gif_path)
+    except OSError as e:  # a full disk, say
+        fail(f"cannot write {e.filename or 'the pictures'}: {e.strerror or e}")
     if args.compare:
         compare(images, train_args, args)
 

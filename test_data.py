@@ -226,7 +226,7 @@ def test_download_rejects_unsafe_members(tmp_path, name):
     assert os.listdir(dest) == [] and not (tmp_path / "evil").exists()
 
 
-def test_preview_cli(tmp_path, monkeypatch):
+def test_preview_cli(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "cats"
     folder.mkdir()
     Image.new("RGB", (64, 64), "red").save(folder / "0.png")
@@ -237,5 +237,7 @@ def test_preview_cli(tmp_path, monkeypatch):
     data.main()
     assert Image.open(out).size == (8 * 128 + 7 * 2,) * 2
     monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(tmp_path / "nowhere")])
-    with pytest.raises(SystemExit, match="^error: no folder"):
+    with pytest.raises(SystemExit) as exit:
         data.main()
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: argument --data: no folder {tmp_path / 'nowhere'}\n")

@@ -54,19 +54,78 @@ def test_train_then_sample(tmp_path, cats):
     assert Image.open(tmp_path / "samples.gif").n_frames == 1 + 3  # the noise, then 3 steps
 
 
-def test_resume_is_exact(tmp_path, cats):
+FULL_DISK = """# A script, then its arguments: the script runs with a full disk for the Nth file whose name holds NAME.
+import errno, runpy, sys, torch
+from PIL import Image
+name, nth = "{name}", {nth}
+writes = []
+
+
+def full_disk(write):
+    def patched(obj, file, *args, **kwargs):
+        if name in str(getattr(file, "name", file)):
+            writes.append(file)
+            if len(writes) == nth:
+                file.write(b"half a file")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return write(obj, file, *args, **kwargs)
+    return patched
+
+
+torch.save, Image.Image.save = full_disk(torch.save), full_disk(Image.Image.save)
+sys.argv = sys.argv[1:]
+sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as when the script runs itself
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_with_full_disk(name, nth, script, *args, cwd, launcher=()):
+    """run(script), with the disk full for the nth file written whose name holds `name` (a patched writer)."""
+    (cwd / "full_disk.py").write_text(FULL_DISK.format(name=name, nth=nth))
+    return subprocess.run([sys.executable, *launcher, "full_disk.py", str(ROOT / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)  # a hang fails the test
+
+
+def losses(stdout):
+    """{step: the logged loss}"""
+    return {line.split()[1]: line.split("| loss ")[1].split()[0] for line in stdout.splitlines() if "| loss " in line}
+
+
+def test_full_disk_keeps_the_checkpoint_and_resume_is_exact(tmp_path, cats):
     # The warm-up spans the resume point; with --min-lr 1 the rate after it does not depend on --steps.
-    common = [*TINY, "--data", cats, "--lut", "tanh", "--warmup", 4, "--min-lr", 1]
-    assert run("train.py", *common, "--steps", 6, "--out", "one_go", cwd=tmp_path).returncode == 0
-    assert run("train.py", *common, "--steps", 3, "--out", "resumed", cwd=tmp_path).returncode == 0
-    result = run("train.py", "--resume", "--steps", 6, "--out", "resumed", cwd=tmp_path)
+    common = [*TINY, "--data", cats, "--lut", "tanh", "--warmup", 4, "--min-lr", 1, "--steps", 6]
+    one_go = run("train.py", *common, "--out", "one_go", cwd=tmp_path)
+    assert one_go.returncode == 0, one_go.stderr
+    # The checkpoint of step 3 is written; at step 6 the disk is full.
+    result = run_with_full_disk("ckpt.pt", 2, "train.py", *common, "--save-every", 3, "--out", "resumed", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == ("error: cannot write to resumed at step 6: No space left on device; "
+                                              "stopped, and resumed/ckpt.pt is intact, as it was last saved. Free "
+                                              "some space, then continue with --resume")
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["ckpt.pt", "gram.png", "lut.png",
+                                                                         "samples_000006.png"]
+    assert load(tmp_path / "resumed" / "ckpt.pt")["step"] == 3
+    result = run("train.py", "--resume", "--out", "resumed", "--log-every", 1, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "resuming from step 3" in result.stdout
+    assert losses(result.stdout) == {k: v for k, v in losses(one_go.stdout).items() if k > "3/6"}
     a, b = load(tmp_path / "one_go" / "ckpt.pt"), load(tmp_path / "resumed" / "ckpt.pt")
     assert b["step"] == 6
     for part in ("model", "ema"):
         for name, tensor in a[part].items():
             assert torch.equal(tensor, b[part][name]), (part, name)
+
+
+def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
+    result = run_with_full_disk("lut.png", 1, "train.py", *TINY, "--data", cats, "--steps", 4, "--save-every", 2,
+                                "--sample-every", 3, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1
+    assert result.stderr.splitlines()[-1].startswith("error: cannot write to out at step 3: No space left on device; "
+                                                     "stopped, and out/ckpt.pt is intact")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ckpt.pt", "samples_000003.png"]
+    assert load(tmp_path / "out" / "ckpt.pt")["step"] == 2
 
 
 def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
@@ -89,7 +148,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     (["--heads", "3"], "divisible"),
     (["--data", "no/such/folder"], "no/such/folder"),
     (["--resume"], "no checkpoint"),
-    (["--min-lr", "2"], "fraction of --lr"),
+    (["--min-lr", "2"], "argument --min-lr: 2 is not a number from 0 to 1"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
     result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)
@@ -117,21 +176,35 @@ def test_resume_refuses_another_variant(tmp_path, cats):
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--steps", 2, cwd=tmp_path).returncode == 0
     good = (tmp_path / "out" / "ckpt.pt").read_bytes()
-    result = run("train.py", *TINY, "--data", cats, "--steps", 5, "--lr", "inf", "--save-every", 1, cwd=tmp_path)
+    # 1e39 passes the check of --lr but overflows fp32: the first step makes the weights infinite
+    result = run("train.py", *TINY, "--data", cats, "--steps", 5, "--lr", "1e39", "--warmup", 0, "--save-every", 1,
+                 cwd=tmp_path)
     assert result.returncode == 1
     assert "left as it was" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "out" / "ckpt.pt").read_bytes() == good
 
 
+DDP = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000)]
+
+
 def test_two_process_ddp_on_gloo(tmp_path, cats):
-    port = str(29500 + os.getpid() % 1000)
-    env_launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", port]
-    result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=env_launcher)
+    result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=DDP)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("step 3/3") == 1  # rank 0 alone logs
     checkpoint = load(tmp_path / "out" / "ckpt.pt")
     first, second = checkpoint["generators"]
     assert not torch.equal(first, second)  # each rank draws its own batches
+
+
+def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):
+    # Rank 0 alone writes the checkpoint; the disk is full for the first. Rank 1 must not wait for it.
+    result = run_with_full_disk("ckpt.pt", 1, "train.py", *TINY, "--data", cats, "--steps", 1000, "--save-every", 2,
+                                cwd=tmp_path, launcher=DDP)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: cannot write to out at step 2: No space left on device; stopped, and no checkpoint "
+                      "was saved yet. Free some space, then start again"]
+    assert "step 3/" not in result.stdout and not list((tmp_path / "out").glob("*.tmp*"))
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])

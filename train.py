@@ -26,11 +26,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from data import get_batch, image_grid, load_images
+from data import get_batch, image_grid, load_images, number, output_folder
 from lut import gram_image, lut_atlas
 from model import (DEFAULT_HEAD, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for, best_device,
                    default_preset, defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights,
-                   make_config, sample, save_checkpoint)
+                   make_config, sample, save_atomically, save_checkpoint)
 
 
 def fail(message):
@@ -52,32 +52,35 @@ arg = parser.add_argument
 arg("--lut", default=DEFAULT_HEAD, choices=list(HEADS),
     help="LUT head (default: %(default)s, the best of the three on a CPU budget: docs/results.md)")
 arg("--data", help="folder of cat images (default: the built-in toy cats)")
-arg("--out", default="out", help="folder for the checkpoint and pictures (default: %(default)s)")
+arg("--out", default="out", type=output_folder, help="folder for the checkpoint and pictures (default: %(default)s)")
 arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
-arg("--width", type=int, help="override the preset's width")
-arg("--depth", type=int, help="override the preset's number of blocks")
-arg("--heads", type=int, help="override the preset's number of attention heads")
-arg("--dict-size", type=int, help="LUT entries K (default: the head's, see below)")
-arg("--static-tokens", type=int, help="learned extra tokens (default: the head's)")
-arg("--gram", type=float, help="Gram penalty weight (default: the head's)")
-arg("--steps", type=int, help="training steps (default: the preset's, or the preset's with this head)")
-arg("--batch-size", type=int, help="images per step, over all processes (default: the preset's)")
-arg("--lr", type=float, help="AdamW learning rate (default: the preset's)")
-arg("--warmup", type=int, default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
-arg("--min-lr", type=float, default=0.1, help="cosine decay over --steps ends at this fraction of --lr "
+arg("--width", type=number(int, 1), help="override the preset's width")
+arg("--depth", type=number(int, 1), help="override the preset's number of blocks")
+arg("--heads", type=number(int, 1), help="override the preset's number of attention heads")
+arg("--dict-size", type=number(int, 1), help="LUT entries K (default: the head's, see below)")
+arg("--static-tokens", type=number(int, 0), help="learned extra tokens (default: the head's)")
+arg("--gram", type=number(float, 0), help="Gram penalty weight (default: the head's)")
+arg("--steps", type=number(int, 1), help="training steps (default: the preset's, or the preset's with this head)")
+arg("--batch-size", type=number(int, 1), help="images per step, over all processes (default: the preset's)")
+arg("--lr", type=number(float, 0, low_allowed=False), help="AdamW learning rate (default: the preset's)")
+arg("--warmup", type=number(int, 0), default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
+arg("--min-lr", type=number(float, 0, 1), default=0.1, help="cosine decay over --steps ends at this fraction of --lr "
     "(default: %(default)s; 1 keeps the learning rate constant, as the post)")
-arg("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: %(default)s)")
-arg("--grad-clip", type=float, default=1.0, help="max gradient norm (default: %(default)s)")
-arg("--ema", type=float, default=0.999, help="EMA decay of the weights used for sampling (default: %(default)s)")
+arg("--weight-decay", type=number(float, 0), default=1e-2, help="AdamW weight decay (default: %(default)s)")
+arg("--grad-clip", type=number(float, 0, low_allowed=False), default=1.0,
+    help="max gradient norm (default: %(default)s)")
+arg("--ema", type=number(float, 0, 1), default=0.999,
+    help="EMA decay of the weights used for sampling (default: %(default)s)")
 arg("--t-sampling", default="logit-normal", choices=["uniform", "logit-normal"],
     help="how t is drawn: sigmoid(N(-0.8, 0.8)) as in JiT, or uniform as in the post (default: %(default)s)")
 arg("--loss", default="v", choices=["x", "v"],
     help="v: the image error weighted 1/(1-t)^2, the MSE on the velocity, with 1-t clamped at 0.05 "
          "(JiT); x: the plain MSE on the image, as in the post (default: %(default)s)")
-arg("--log-every", type=int, default=10, help="steps between log lines (default: %(default)s)")
-arg("--sample-every", type=int, default=500, help="steps between sample grids (default: %(default)s)")
-arg("--save-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
-arg("--seed", type=int, default=0, help="seed of weights, batches and noise (default: %(default)s)")
+arg("--log-every", type=number(int, 1), default=10, help="steps between log lines (default: %(default)s)")
+arg("--sample-every", type=number(int, 1), default=500, help="steps between sample grids (default: %(default)s)")
+arg("--save-every", type=number(int, 1), default=500, help="steps between checkpoints (default: %(default)s)")
+arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
+    help="seed of weights, batches and noise (default: %(default)s)")
 arg("--device", help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action="store_true", help="torch.compile the model")
@@ -125,8 +128,6 @@ for key, value in defaults(args.preset, args.lut).items():  # what the command l
     if getattr(args, key) is None:
         setattr(args, key, value)
 args.dtype = args.dtype or fast_dtype(device)
-if not 0 <= args.min_lr <= 1:
-    fail(f"--min-lr {args.min_lr} is a fraction of --lr: give a number from 0 to 1")
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
 try:
@@ -134,7 +135,7 @@ try:
         args.preset, args.lut, width=args.width, depth=args.depth, heads=args.heads,
         dict_size=args.dict_size, static_tokens=args.static_tokens)
     images = load_images(args.data, seed=args.seed)  # (N, 3, 64, 64) uint8 on the CPU
-except ValueError as e:
+except (ValueError, OSError) as e:  # OSError: the image cache could not be written
     fail(e)
 log(f"data: {len(images)} images from {args.data or 'the built-in toy cats'}")
 
@@ -174,29 +175,68 @@ def learning_rate(step):
 
 
 def save():
-    """The checkpoint, written by rank 0 with the generator state of every rank."""
+    """The checkpoint, written by rank 0 with the generator state of every rank. Returns what went
+    wrong, or None."""
     states = [None] * world
     if ddp:
         dist.all_gather_object(states, generator.get_state())
     else:
         states = [generator.get_state()]
-    if not master:
-        return
     if not all(p.isfinite().all() for p in model.parameters()):
-        fail(f"the weights are no longer finite at step {step}; {ckpt_path} is left as it was")
-    save_checkpoint(ckpt_path, model, ema, optimizer, states, step, vars(args))
-    log(f"saved {ckpt_path} at step {step}")
+        return f"the weights are no longer finite at step {step}; {ckpt_path} is left as it was"
+    if master:
+        try:
+            save_checkpoint(ckpt_path, model, ema, optimizer, states, step, vars(args))
+        except OSError as e:
+            return write_failed(e)
+        log(f"saved {ckpt_path} at step {step}")
 
 
 def save_pictures():
-    """Samples from the EMA weights with fixed noise, and the LUT (the first sample's, if dynamic)."""
+    """Samples from the EMA weights with fixed noise, and the LUT (the first sample's, if dynamic).
+    Returns what went wrong, or None."""
     with autocast:
         samples = sample(ema, fixed_noise, 32, args.t_sampling)
         _, lut = ema(samples[:1], torch.ones(1, device=device))
     lut = lut[0] if lut.dim() == 5 else lut  # (K, 3, 8, 8)
-    image_grid(samples, ncol=8, scale=2, pad=2).save(Path(args.out) / f"samples_{step:06d}.png")
-    image_grid(lut_atlas(lut), ncol=math.ceil(math.sqrt(len(lut))), scale=4, pad=1).save(Path(args.out) / "lut.png")
-    image_grid(gram_image(lut), ncol=1, scale=max(1, 256 // len(lut))).save(Path(args.out) / "gram.png")
+    pictures = {f"samples_{step:06d}.png": image_grid(samples, ncol=8, scale=2, pad=2),
+                "lut.png": image_grid(lut_atlas(lut), ncol=math.ceil(math.sqrt(len(lut))), scale=4, pad=1),
+                "gram.png": image_grid(gram_image(lut), ncol=1, scale=max(1, 256 // len(lut)))}
+    try:
+        for name, picture in pictures.items():
+            save_atomically(picture, Path(args.out) / name, write=lambda picture, file: picture.save(file, "PNG"))
+    except OSError as e:
+        return write_failed(e)
+
+
+def write_failed(error):
+    """The line for a checkpoint or picture that could not be written (a full disk, say)."""
+    kept, then = ((f"{ckpt_path} is intact, as it was last saved", "continue with --resume") if ckpt_path.exists()
+                  else ("no checkpoint was saved yet", "start again"))
+    return f"cannot write to {args.out} at step {step}: {error.strerror or error}; stopped, and {kept}. " \
+           f"Free some space, then {then}"
+
+
+def stop_if(problem):
+    """Stop every process when any has a problem (a message, or None), with one line from rank 0.
+    Under DDP every rank calls this at the same steps: one that stopped alone would leave the
+    others waiting for it at their next sync point."""
+    problems = [problem]
+    if ddp:
+        problems = [None] * world
+        dist.all_gather_object(problems, problem)
+    problem = next((p for p in problems if p), None)
+    if problem:
+        stop(problem)
+
+
+def stop(problem):
+    """End this process with one line from rank 0; every rank calls it together (see stop_if)."""
+    if master:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+    if ddp:
+        dist.destroy_process_group()
+    sys.exit(1)
 
 
 # Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
@@ -242,8 +282,8 @@ while step < args.steps:
         if ddp:
             dist.all_reduce(stats)  # one sync per log line: mean loss, bins and Ctrl-C over ranks
         mean_loss = stats[0].item() / ((step - last_log) * world)
-        if not math.isfinite(mean_loss):
-            fail(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. "
+        if not math.isfinite(mean_loss):  # the same on every rank, after the all-reduce
+            stop(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. "
                  f"Try a lower --lr, or --dtype fp32")
         per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS].clamp_min(1)
         elapsed = time.time() - t_start
@@ -256,12 +296,12 @@ while step < args.steps:
         last_log = step
         if stats[-1] > 0:
             log("interrupted: saving and stopping")
-            save()
+            stop_if(save())
             sys.exit(130)
-    if master and (step % args.sample_every == 0 or step == args.steps):
-        save_pictures()
+    if step % args.sample_every == 0 or step == args.steps:
+        stop_if(save_pictures() if master else None)
     if step % args.save_every == 0 or step == args.steps:
-        save()
+        stop_if(save())
 
 if ddp:
     dist.destroy_process_group()

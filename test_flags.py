@@ -1,0 +1,90 @@
+"""Every numeric flag of every script, given 0, a negative number, nan and inf where each is invalid, must
+end the run at parse time with argparse's one line that names the flag, and accept its smallest valid
+value. The scripts run in this process (runpy), so no case pays for a fresh start of torch; "--help"
+after the flag stops any value that was wrongly accepted before it can train (exit 0: a failure).
+Run: python -m pytest -q test_flags.py"""
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent
+# The smallest valid value of each flag; None where no bound is included (any number above 0). Flags
+# with an upper bound give it as (low, high).
+FLAGS = {
+    "train.py": {"--width": 1, "--depth": 1, "--heads": 1, "--dict-size": 1, "--static-tokens": 0, "--gram": 0,
+                 "--steps": 1, "--batch-size": 1, "--lr": None, "--warmup": 0, "--min-lr": (0, 1),
+                 "--weight-decay": 0, "--grad-clip": None, "--ema": (0, 1), "--log-every": 1, "--sample-every": 1,
+                 "--save-every": 1, "--seed": (0, 2**32 - 1)},
+    "sample.py": {"--n": 1, "--steps": 1, "--seed": (0, 2**32 - 1)},
+    "bench.py": {"--steps": 1, "--warmup": 0, "--sample-steps": 1, "--threads": 1},
+    "data.py": {"--parts": (1, 3)},
+}
+POSITIONAL = {"sample.py": ["ckpt.pt"]}
+
+
+def cases():
+    for script, flags in FLAGS.items():
+        for flag, valid in flags.items():
+            low, high = valid if isinstance(valid, tuple) else (valid, None)
+            bad = ["-1", "nan", "inf", "x"] + (["0"] if low != 0 else []) + ([str(high + 1)] if high else [])
+            yield from ((script, flag, value, 2) for value in bad)
+            if low is not None:
+                yield script, flag, str(low), 0  # the boundary is accepted: on to --help
+                if high:
+                    yield script, flag, str(high), 0
+
+
+def run(script, *argv):
+    """Exit code and stderr of a script run in this process with these arguments."""
+    sys.argv = [script, *POSITIONAL.get(script, []), *argv]
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    return exit.value.code
+
+
+@pytest.mark.parametrize("script,flag,value,code", list(cases()))
+def test_numeric_flag(script, flag, value, code, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [])  # restored afterwards
+    assert run(script, flag, value, "--help") == code
+    if code:
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert error.startswith(f"{script}: error: argument {flag}: "), error
+
+
+@pytest.mark.parametrize("script", FLAGS)
+def test_every_numeric_flag_is_in_the_table(script):
+    source = (ROOT / script).read_text()
+    numeric = set(re.findall(r'"(--[a-z-]+)",? (?:metavar="\w+", )?type=(?:number\(|int)', source))
+    assert numeric == set(FLAGS[script])
+
+
+@pytest.mark.parametrize("script,argv,message", [
+    ("train.py", ["--out", "afile/x"], "argument --out: afile/x: afile is a file, not a folder"),
+    ("train.py", ["--out", "afile"], "argument --out: afile: afile is a file, not a folder"),
+    ("data.py", ["--preview", "nowhere/x.png"], "argument --preview: nowhere/x.png: no folder nowhere"),
+    ("data.py", ["--preview", "adir"], "argument --preview: adir is a folder; give a file name"),
+    ("data.py", ["--preview", "x.notapicture"],
+     "argument --preview: x.notapicture: give a picture file name such as x.png"),
+    ("data.py", ["--download", "afile"], "argument --download: afile: afile is a file, not a folder"),
+    ("data.py", ["--data", "afile"], "argument --data: afile is a file, not a folder"),
+    ("data.py", ["--cache-dir", "afile/cache"], "argument --cache-dir: afile/cache: afile is a file, not a folder"),
+    ("sample.py", ["--compare", "nowhere"], "argument --compare: no folder nowhere"),
+    ("sample.py", ["--train-data", "afile"], "argument --train-data: afile is a file, not a folder"),
+    ("sample.py", ["--out", "adir"], "argument --out: adir is a folder; give a file name"),
+    ("sample.py", ["--png-dir", "afile"], "argument --png-dir: afile: afile is a file, not a folder"),
+    ("sample.py", ["--gif", "--out", "adir/samples.png"],
+     "argument --gif: adir/samples.gif is a folder; give a file name "
+     "(the GIF's name is --out's, ending .gif)"),
+    ("bench.py", ["--json", "nowhere/bench.json"], "argument --json: nowhere/bench.json: no folder nowhere"),
+])
+def test_bad_paths_name_the_flag_and_the_problem(script, argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir" / "samples.gif").mkdir(parents=True)
+    monkeypatch.setattr(sys, "argv", [])
+    help = [] if "--gif" in argv else ["--help"]  # --gif's path is checked after parsing, before any work
+    assert run(script, *argv, *help) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"{script}: error: {message}"
