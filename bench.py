@@ -4,21 +4,32 @@ peak, sampling time and peak memory, for each LUT head.
     python bench.py                                   # tiny on CPU (blog on CUDA), all three heads
     python bench.py --preset blog --lut dynamic --dtype bf16 --compile --steps 3
     python bench.py --threads 1 --json bench.json     # on a busy machine; figures also as JSON
+    python bench.py --reference cat_diffusion7.py     # the post's model against the blog preset
 
-Absolute timings drift on a shared machine, so the peak FLOP/s of a big square matmul is measured
-in the same run, in fp32 and bf16, and the training step is reported as a fraction of it.
+Absolute timings drift on a shared machine, so the peak FLOP/s of a square matmul is measured in
+the same run, in fp32 and in bf16 where the device runs it natively (an emulated bf16 matmul is
+so slow that timing it would stall the run), and the training step is reported as a fraction of it.
+Every figure is printed as soon as it is measured; the default run takes about a minute on 2 CPU cores.
 The sampling time is for 64 images x 64 Euler steps; every step is one identical forward pass, so
 on CPU it is timed over --sample-steps steps and scaled to 64. On a CPU with bf16 instructions
 (AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path: docs/results.md has figures.
 """
 import argparse
+import ast
 import copy
 import json
+import math
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from data import number, output_file
 from model import (HEADS, PRESETS, LUTTransformer, autocast_for, best_device, default_preset, defaults, denoising_loss,
@@ -41,7 +52,7 @@ def flops_per_image(model):
                        2 T T d                   scores q k^T (all heads together)
                        2 T T d                   attention-weighted sum of v
                        2 T d d                   output projection
-                       2 T d 2d                  gated MLP: gate and up (d -> 2d)
+                       2 T in out                each of the MLP's linear layers, read from the model
         score head     2 P d K
         dynamic head   2 S d (K/S) 48            static states -> u, v: 3 colours x (8 + 8) per entry
         LUT mix        2 P K 192                 weights (P, K) @ entries (K, 3*8*8)
@@ -52,7 +63,8 @@ def flops_per_image(model):
     cfg = model.cfg
     P, S, d, K = model.num_patches, cfg.static_tokens, cfg.width, cfg.dict_size
     T = P + S
-    block = 2 * T * d * 3 * d + 2 * 2 * T * T * d + 2 * T * d * d + 2 * T * d * 2 * d
+    linears = sum(2 * T * m.in_features * m.out_features for m in model.blocks[0].modules() if isinstance(m, nn.Linear))
+    block = linears + 2 * 2 * T * T * d  # the projections, then scores and weighted sum
     head = 2 * d * K * 48 if cfg.lut == "dynamic" else 0  # S tokens x K/S entries each
     return (2 * P * 192 * d + 2 * (256 * d + d * d) + cfg.depth * block
             + 2 * P * d * K + head + 2 * P * K * 192)
@@ -73,11 +85,12 @@ def timed(fn, repeats, device):
 
 
 def matmul_peak(dtype, device, n=2048):
-    """FLOP/s of an n x n matmul, the best of 10: the most that a training step's matmuls can reach.
-    (Other jobs on the machine only ever slow a run down, so the fastest one is the peak.)"""
+    """FLOP/s of an n x n matmul, the best of 5: the most that a training step's matmuls can reach.
+    (Other jobs on the machine only ever slow a run down, so the fastest one is the peak.) On 2 CPU
+    cores an fp32 one takes about 0.15 s; n = 1024 read 20% lower there, too small to fill the cores."""
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     a @ b  # warm-up: thread pools, kernel selection
-    return 2 * n ** 3 / min(timed(lambda: a @ b, 10, device))
+    return 2 * n ** 3 / min(timed(lambda: a @ b, 5, device))
 
 
 def train_step(model, ema, optimizer, autocast, gram):
@@ -124,8 +137,97 @@ def bench_head(lut_name, args, device, peaks):
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"lut": lut_name, "step_ms": 1e3 * step_s, "img_per_s": BATCH / step_s,
             "train_gflop_per_img": train_flops / 1e9, "tflop_per_s": flops / 1e12,
-            "vs_fp32_peak": flops / peaks["fp32"], "vs_bf16_peak": flops / peaks["bf16"],
+            "vs_fp32_peak": flops / peaks["fp32"], "vs_bf16_peak": flops / peaks["bf16"] if "bf16" in peaks else None,
             "sample_s": sample_s, "memory_gb": memory / 1e9}
+
+
+def rearrange(tensor, pattern):
+    """einops.rearrange for the one pattern the reference uses, where einops is not installed."""
+    if pattern != "b c h x w y -> b c (h x) (w y)":
+        raise ValueError(f"the stand-in for einops knows one pattern, not '{pattern}': pip install einops")
+    b, c, h, x, w, y = tensor.shape  # (B, 3, 8, 8, 8, 8): patch row, pixel row, patch column, pixel column
+    return tensor.reshape(b, c, h * x, w * y)
+
+
+def load_reference(path):
+    """The post author's model class from its published file (cat_diffusion7.py), as written. The file
+    imports CUDA-only and third-party modules at the top and trains at module level, so it is not
+    run: only its class and function definitions and constant assignments are, with torch, nn, F,
+    math and rearrange at hand. Returns the namespace; its Diffusion() builds the model."""
+    try:
+        tree = ast.parse(Path(path).read_text(), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path} as Python ({type(e).__name__})") from None
+    constant = lambda node: isinstance(node, ast.Assign) and not any(
+        isinstance(n, (ast.Name, ast.Call, ast.Attribute, ast.Subscript)) for n in ast.walk(node.value))
+    tree.body = [node for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef)) or constant(node)]
+    try:
+        from einops import rearrange as einops_rearrange
+    except ImportError:
+        einops_rearrange = rearrange
+    namespace = {"torch": torch, "nn": nn, "F": F, "math": math, "rearrange": einops_rearrange}
+    exec(compile(tree, str(path), "exec"), namespace)
+    if "Diffusion" not in namespace:
+        raise ValueError(f"{path} defines no Diffusion class: is it cat_diffusion7.py?")
+    return namespace
+
+
+def counted_flops(model, *inputs):
+    """Matmul FLOPs of model(*inputs) as PyTorch's FLOP counter sees them (a multiply-add counts 2);
+    the math attention backend, since the counter misses fused attention kernels."""
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter, torch.no_grad():
+        model(*inputs)
+    return counter.get_total_flops()
+
+
+def reference_step(model, optimizer, autocast):
+    """One step of the post's training loop, less its LPIPS term: x_t = x + (noise - x)(1 - t) with
+    t (B, 1, 1, 1), the MSE of the prediction to x, backward, AdamW."""
+    device = next(model.parameters()).device
+    x = torch.rand(BATCH, 3, 64, 64, device=device) * 2 - 1
+    t = torch.rand(BATCH, 1, 1, 1, device=device)
+    with autocast:
+        x_hat = model(x + (torch.randn_like(x) - x) * (1 - t), t)
+    loss = (x_hat.float() - x).square().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def bench_reference(args, device, dtypes):
+    """The post's model against this project's blog preset with the dynamic head (train_step: also
+    clipping and the EMA), at batch BATCH, in each dtype, in the same run; prints as it goes."""
+    try:
+        reference = load_reference(args.reference)["Diffusion"]().to(device)
+    except (ValueError, TypeError, NameError) as e:
+        sys.exit(f"error: {args.reference}: {e}")
+    torch.manual_seed(0)
+    ours = LUTTransformer(make_config("blog", "dynamic")).to(device)
+    x = torch.randn(1, 3, 64, 64, device=device)
+    for name, model, flops in [("reference", reference, counted_flops(reference, x, torch.rand(1, 1, 1, 1))),
+                               ("blog dynamic", ours, counted_flops(ours, x, torch.rand(1)))]:
+        print(f"{name:>12}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+              f"{flops / 1e9:.2f} GFLOP per image forward", flush=True)
+    ema = copy.deepcopy(ours).requires_grad_(False)
+    settings = defaults("blog", "dynamic")
+    fused = device.type in ("cuda", "cpu")
+    reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-4, weight_decay=1e-2, fused=fused)
+    our_optimizer = torch.optim.AdamW(ours.parameters(), lr=settings["lr"], weight_decay=1e-2, betas=(0.9, 0.95),
+                                      fused=fused)
+    steps = {"reference": lambda autocast: reference_step(reference, reference_optimizer, autocast),
+             "blog dynamic": lambda autocast: train_step(ours, ema, our_optimizer, autocast, settings["gram"])}
+    for dtype in dtypes:
+        autocast, img_per_s = autocast_for(device, dtype), {}
+        for name, step in steps.items():
+            for _ in range(args.warmup):
+                step(autocast)
+            seconds = statistics.median(timed(lambda: step(autocast), args.steps, device))
+            img_per_s[name] = BATCH / seconds
+            print(f"{dtype}, batch {BATCH}: {name} {seconds:.2f} s per step, {img_per_s[name]:.2f} img/s", flush=True)
+        print(f"{dtype}: blog dynamic runs {img_per_s['blog dynamic'] / img_per_s['reference']:.2f}x the "
+              f"reference's img/s", flush=True)
 
 
 def main():
@@ -136,32 +238,46 @@ def main():
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="autocast dtype (default: as train.py, bf16 "
                         "where the device runs it natively)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py --compile")
-    parser.add_argument("--steps", type=number(int, 1), default=5, help="timed training steps (the median is reported)")
-    parser.add_argument("--warmup", type=number(int, 0), default=2, help="untimed training steps first")
+    parser.add_argument("--steps", type=number(int, 1), default=3, help="timed training steps (the median is reported)")
+    parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=number(int, 1),
                         help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")
     parser.add_argument("--json", type=output_file, help="also write the figures to this JSON file")
+    parser.add_argument("--reference", help="the post's cat_diffusion7.py: time its model against the blog preset "
+                        "with the dynamic head instead (fp32, and bf16 where native, or --dtype)")
     args = parser.parse_args()
     device = torch.device(args.device or best_device())
     if args.threads:
         torch.set_num_threads(args.threads)
     args.preset = args.preset or default_preset(device)
-    args.dtype = args.dtype or fast_dtype(device)
+    native = ["fp32", "bf16"] if fast_dtype(device) == "bf16" else ["fp32"]
+    if args.dtype and args.dtype not in native:
+        sys.exit(f"error: {args.dtype} is emulated on this {device.type}, far slower than fp32: use --dtype fp32")
     args.sample_steps = args.sample_steps or (64 if device.type == "cuda" else 4)
 
-    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
-    print(f"{device.type}, {torch.get_num_threads()} threads: 2048^2 matmul peak "
-          f"{peaks['fp32'] / 1e12:.3f} TFLOP/s fp32, {peaks['bf16'] / 1e12:.3f} TFLOP/s bf16")
-    print(f"preset {args.preset}, batch {BATCH}, {args.dtype}{' + compile' if args.compile else ''}")
-    heads = [args.lut] if args.lut else list(HEADS)
-    rows = [bench_head(name, args, device, peaks) for name in heads]
+    if args.reference:
+        bench_reference(args, device, [args.dtype] if args.dtype else native)
+        return
+    args.dtype = args.dtype or native[-1]  # as train.py: bf16 where native; --dtype fp32 times fp32 alone
 
-    print("".join(f"{header:>12}" for _, header, _ in COLUMNS))
-    for row in rows:
-        print("".join(f"{row[key]:>12{form}}" for key, _, form in COLUMNS))
+    print(f"{device.type}, {torch.get_num_threads()} threads, 2048^2 matmul peak:", flush=True)
+    peaks = {}
+    for dtype, torch_dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16)]:
+        if dtype not in native:  # an emulated bf16 matmul runs at a few GFLOP/s: timing it took minutes
+            print(f"{dtype}: emulated on this {'CPU' if device.type == 'cpu' else device.type}, not timed", flush=True)
+        elif dtype == "fp32" or args.dtype == "bf16":  # the fp32 peak always: every row is compared with it
+            peaks[dtype] = matmul_peak(torch_dtype, device)
+            print(f"{dtype}: {peaks[dtype] / 1e12:.3f} TFLOP/s", flush=True)
+    print(f"preset {args.preset}, batch {BATCH}, {args.dtype}{' + compile' if args.compile else ''}")
+    print("".join(f"{header:>12}" for _, header, _ in COLUMNS), flush=True)
+    rows = []
+    for name in [args.lut] if args.lut else list(HEADS):
+        rows.append(bench_head(name, args, device, peaks))
+        print("".join(f"{'-':>12}" if rows[-1][key] is None else f"{rows[-1][key]:>12{form}}"
+                      for key, _, form in COLUMNS), flush=True)
     if device.type == "cpu":
         print("memory: peak RSS of the whole process so far, so it only grows down the table")
     if args.json:

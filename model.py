@@ -63,6 +63,27 @@ def default_preset(device):
     return "blog" if device.type == "cuda" else "tiny"
 
 
+# On a CPU a run is a time budget, so that the README's promise holds on any CPU; on a GPU it is the
+# preset's step count, as the post trained by steps (and a GPU runs it in minutes, not hours).
+DEFAULT_MINUTES = 30
+
+
+def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_every, save_every):
+    """The most training steps n (at least step + 1) for a run that ends within budget_s seconds: at
+    `step`, elapsed_s have gone; each further step costs step_s, and train.py also saves pictures
+    (picture_s) and a checkpoint (save_s) at every multiple of sample_every / save_every after `step`,
+    and at step n. The cost grows with n, so a binary search finds the last n that fits."""
+    def cost(n):
+        events = lambda every: n // every - step // every + (n % every != 0)  # multiples in (step, n], and n
+        return elapsed_s + (n - step) * step_s + events(sample_every) * picture_s + events(save_every) * save_s
+
+    fits, too_many = step + 1, step + 2 + int(max(0.0, budget_s - elapsed_s) / step_s)
+    while too_many - fits > 1:  # cost(fits) <= budget_s < cost(too_many), but for the minimum step + 1
+        middle = (fits + too_many) // 2
+        fits, too_many = (middle, too_many) if cost(middle) <= budget_s else (fits, middle)
+    return fits
+
+
 @dataclass
 class Config:
     """The network's shape. The defaults are the tiny preset with the default head; make_config

@@ -7,7 +7,7 @@ import torch
 
 from lut import gram_penalty, patchify
 from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, draw_t, load_checkpoint,
-                   load_weights, make_config, sample, save_atomically, save_checkpoint, t_quantile)
+                   load_weights, make_config, sample, save_atomically, save_checkpoint, steps_within, t_quantile)
 
 
 def small_config(lut, static_tokens=None):
@@ -182,3 +182,31 @@ def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(Exception):
         save_atomically({"step": 2, "unpicklable": lambda: None}, tmp_path / "ckpt.pt")
     assert torch.load(tmp_path / "ckpt.pt") == {"step": 1}
+
+
+def fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, longest):
+    """A fake clock through train.py's loop from `step`: {n: the seconds a run that stops at n takes}."""
+    clock, runs = elapsed, {}
+    for n in range(step + 1, longest + 1):
+        clock += step_s
+        last = (picture_s if n % sample_every else 0) + (save_s if n % save_every else 0)  # at the last step
+        runs[n] = clock + last
+        clock += (0 if n % sample_every else picture_s) + (0 if n % save_every else save_s)
+    return runs
+
+
+@pytest.mark.parametrize("budget,elapsed,step,step_s,picture_s,save_s,sample_every,save_every", [
+    (1800, 40, 25, 0.5, 20, 0.3, 500, 500),  # the tiny preset on a CPU: about 3,400 steps
+    (1800, 40, 25, 0.5, 20, 0.3, 100, 250),  # pictures and checkpoints out of step
+    (60, 10, 25, 1.0, 30, 1, 500, 500),  # room for steps, but the final picture must fit too
+    (100, 150, 25, 1.0, 5, 1, 500, 500),  # the budget is gone already: one more step, then stop
+    (500, 0, 3000, 0.125, 7, 2, 1000, 1000),  # resumed at a picture step; binary fractions: exact ties
+])
+def test_steps_within_a_budget_match_a_fake_clock(budget, elapsed, step, step_s, picture_s, save_s,
+                                                   sample_every, save_every):
+    n = steps_within(budget, elapsed, step, step_s, picture_s, save_s, sample_every, save_every)
+    runs = fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, step + 20_000)
+    fitting = [m for m, seconds in runs.items() if seconds <= budget]
+    assert n == max(fitting, default=step + 1)
+    if fitting:  # the count is the last that fits: one more step goes over
+        assert runs[n] <= budget < runs[n + 1]

@@ -149,6 +149,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     (["--data", "no/such/folder"], "no/such/folder"),
     (["--resume"], "no checkpoint"),
     (["--min-lr", "2"], "argument --min-lr: 2 is not a number from 0 to 1"),
+    (["--minutes", "5"], "--steps or --minutes, not both"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
     result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)
@@ -164,6 +165,19 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_min_lr(tmp_path, cats):
     cosine = [0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 3))) for k in range(4)]  # steps 3..6
     assert logged == pytest.approx([0.005, 0.01, *cosine], rel=0.002)  # printed to 3 digits
     assert logged[-1] == pytest.approx(0.001)
+
+
+def test_a_time_budget_fixes_the_steps_once(tmp_path, cats):
+    """--minutes times the first steps, then fixes the count; the checkpoint keeps it, and a resumed run
+    neither measures again nor changes it. (A budget shorter than the timing gives timed steps + 1.)"""
+    result = run("train.py", *TINY, "--data", cats, "--minutes", 0.01, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "step 10/? |" in result.stdout and "budget 0.01 min: 26 steps (" in result.stdout
+    assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == 26
+    assert (tmp_path / "out" / "samples_000026.png").exists() and not (tmp_path / "out" / "ckpt.pt.timing").exists()
+    result = run("train.py", "--resume", "--steps", 28, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "budget" not in result.stdout and "step 28/28 |" in result.stdout
 
 
 def test_resume_refuses_another_variant(tmp_path, cats):

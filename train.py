@@ -3,12 +3,15 @@
 Usage:
     python train.py --lut dynamic                  # built-in toy cats; CUDA, MPS or CPU
     python train.py --lut tanh --data data/cats    # any folder of cat pictures
+    python train.py --minutes 60                   # a time budget (default on a CPU: 30 minutes)
     python train.py --resume                       # continue out/ckpt.pt exactly where it stopped
     torchrun --nproc_per_node=4 train.py ...       # several GPUs (or CPU processes) with DDP
 
 One training step, as the post trains: draw t in [0, 1], make x_t = t x + (1 - t) noise, predict x,
 take the MSE to x (plus the Gram penalty), clip gradients, step AdamW (learning rate: linear warm-up,
 then a cosine decay), update the EMA weights.
+With --minutes, the run times a few steps first, then fixes the step count so that it ends,
+pictures and checkpoints included, within the budget; the checkpoint keeps that count.
 Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C),
 and every --sample-every steps samples_<step>.png (EMA weights, fixed noise), lut.png, gram.png.
 """
@@ -28,9 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data import get_batch, image_grid, load_images, number, output_folder
 from lut import gram_image, lut_atlas
-from model import (DEFAULT_HEAD, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for, best_device,
+from model import (DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for, best_device,
                    default_preset, defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights,
-                   make_config, sample, save_atomically, save_checkpoint)
+                   make_config, sample, save_atomically, save_checkpoint, steps_within)
 
 
 def fail(message):
@@ -60,7 +63,9 @@ arg("--heads", type=number(int, 1), help="override the preset's number of attent
 arg("--dict-size", type=number(int, 1), help="LUT entries K (default: the head's, see below)")
 arg("--static-tokens", type=number(int, 0), help="learned extra tokens (default: the head's)")
 arg("--gram", type=number(float, 0), help="Gram penalty weight (default: the head's)")
-arg("--steps", type=number(int, 1), help="training steps (default: the preset's, or the preset's with this head)")
+arg("--steps", type=number(int, 1), help="training steps (default on CUDA: the preset's, or the preset's with this head)")
+arg("--minutes", type=number(float, 0, low_allowed=False), help=f"train for this many minutes instead, all included: "
+    f"the step count is fixed after timing a few steps (default on a CPU or MPS: {DEFAULT_MINUTES})")
 arg("--batch-size", type=number(int, 1), help="images per step, over all processes (default: the preset's)")
 arg("--lr", type=number(float, 0, low_allowed=False), help="AdamW learning rate (default: the preset's)")
 arg("--warmup", type=number(int, 0), default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
@@ -86,12 +91,17 @@ arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 whe
 arg("--compile", action="store_true", help="torch.compile the model")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
+if args.steps is not None and args.minutes is not None:
+    sys.exit("error: give --steps or --minutes, not both")
+if args.minutes is not None and args.minutes <= 0:
+    sys.exit(f"error: --minutes {args.minutes} must be positive")
 # Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say);
 # every other one comes from the checkpoint.
 OWN = {"out", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
 
 
 # ----------------------------------------------------------------------------- setup
+START = time.time()  # a --minutes budget counts from here
 ckpt_path = Path(args.out) / "ckpt.pt"
 checkpoint = None
 if args.resume:
@@ -124,8 +134,10 @@ log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
 if args.preset is None:
     args.preset = default_preset(device)
     log(f"preset: {args.preset} on {device.type} (choose with --preset {'|'.join(PRESETS)})")
+if args.steps is None and args.minutes is None and device.type != "cuda":
+    args.minutes = DEFAULT_MINUTES
 for key, value in defaults(args.preset, args.lut).items():  # what the command line leaves open
-    if getattr(args, key) is None:
+    if getattr(args, key) is None and not (key == "steps" and args.minutes):  # a budget's steps: fix_steps
         setattr(args, key, value)
 args.dtype = args.dtype or fast_dtype(device)
 if args.batch_size % world:
@@ -170,6 +182,8 @@ def learning_rate(step):
     """Linear warm-up, then a cosine decay from --lr to --min-lr * --lr at the last step (as nanoGPT)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
+    if args.steps is None:  # the first steps of a --minutes run, before fix_steps: the decay has not begun
+        return args.lr
     progress = (step - args.warmup) / max(1, args.steps - 1 - args.warmup)  # 1 at the last step
     return args.lr * (args.min_lr + (1 - args.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -192,11 +206,15 @@ def save():
         log(f"saved {ckpt_path} at step {step}")
 
 
+PICTURE_STEPS = 32  # Euler steps of the samples in the pictures
+UNTIMED, TIMED = 5, 20  # a --minutes run's first steps: some to warm up (caches, compiling), some timed
+
+
 def save_pictures():
     """Samples from the EMA weights with fixed noise, and the LUT (the first sample's, if dynamic).
     Returns what went wrong, or None."""
     with autocast:
-        samples = sample(ema, fixed_noise, 32, args.t_sampling)
+        samples = sample(ema, fixed_noise, PICTURE_STEPS, args.t_sampling)
         _, lut = ema(samples[:1], torch.ones(1, device=device))
     lut = lut[0] if lut.dim() == 5 else lut  # (K, 3, 8, 8)
     pictures = {f"samples_{step:06d}.png": image_grid(samples, ncol=8, scale=2, pad=2),
@@ -239,6 +257,33 @@ def stop(problem):
     sys.exit(1)
 
 
+def fix_steps(step_s):
+    """A --minutes run: fix args.steps so that the run ends within the budget, from the seconds per
+    step measured, a picture's cost (PICTURE_STEPS + 1 forward passes of the EMA model on 64 images,
+    one of them timed) and a checkpoint's (one written aside and timed). Stored in the checkpoint, the
+    count makes --resume exact and never measures again."""
+    with torch.no_grad(), autocast:
+        ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
+        start = time.time()
+        ema(fixed_noise, torch.ones(64, device=device))
+        picture_s = (PICTURE_STEPS + 1) * (time.time() - start)
+    save_s = 0.0
+    if master:
+        probe, start = Path(args.out) / "ckpt.pt.timing", time.time()
+        save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world, step, vars(args))
+        save_s = time.time() - start
+        probe.unlink()
+    costs = torch.tensor([time.time() - START, step_s, picture_s, save_s], device=device)
+    if ddp:
+        dist.all_reduce(costs, op=dist.ReduceOp.MAX)  # every rank takes the same count: the slowest rank's
+    elapsed, step_s, picture_s, save_s = costs.tolist()
+    # 2% of the budget is kept for the imports before START and for a machine that slows down later.
+    args.steps = steps_within(0.98 * 60 * args.minutes, elapsed, step, step_s, picture_s, save_s,
+                              args.sample_every, args.save_every)
+    log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.2f} s per step, a picture {picture_s:.1f} s, "
+        f"a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
+
+
 # Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
 interrupted = False
 
@@ -254,11 +299,12 @@ signal.signal(signal.SIGINT, on_interrupt)
 # ----------------------------------------------------------------------------- training loop
 BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
 local_batch = args.batch_size // world
-log(f"training {args.lut} head for {args.steps} steps, batch {args.batch_size}, {args.dtype}, on {device}")
+log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes")
+    + f", batch {args.batch_size}, {args.dtype}, on {device}")
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
-while step < args.steps:
+while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
     t = draw_t(local_batch, args.t_sampling, generator).to(device)  # before the noise: an exact resume needs the order
     noise = torch.randn(x.shape, generator=generator).to(device)
@@ -272,6 +318,10 @@ while step < args.steps:
     decay = min(args.ema, (1 + step) / (10 + step))  # warm-up: early EMA follows the model closely
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
     step += 1
+    if args.steps is None and step == start_step + UNTIMED:
+        t_timed = time.time()
+    if args.steps is None and step == start_step + UNTIMED + TIMED:
+        fix_steps((time.time() - t_timed) / TIMED)
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)
@@ -288,9 +338,10 @@ while step < args.steps:
         per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS].clamp_min(1)
         elapsed = time.time() - t_start
         per_step = elapsed / (step - start_step)
-        log(f"step {step}/{args.steps} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
+        eta = f"eta {(args.steps - step) * per_step / 60:.1f} min" if args.steps else "timing the first steps"
+        log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
             + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
-            + f" | {elapsed / 60:.1f} min, eta {(args.steps - step) * per_step / 60:.1f} min")
+            + f" | {elapsed / 60:.1f} min, {eta}")
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
