@@ -276,13 +276,13 @@ CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "config", 
 OLD_ARGS = {"min_lr": 1.0}  # settings newer than the first checkpoints, with the value those runs trained with
 
 
-def save_atomically(obj, path):
-    """torch.save to a temp file, then rename: a crash (or Ctrl-C) never leaves a half-written
-    checkpoint or cache behind, and the previous file stays whole until the new one is."""
+def save_atomically(obj, path, write=torch.save):
+    """write(obj, temp file) (torch.save by default), then rename: a crash (or Ctrl-C) never leaves a
+    half-written checkpoint, cache or log behind, and the previous file stays whole until the new one is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, temp)
+    write(obj, temp)
     os.replace(temp, path)
 
 
