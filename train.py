@@ -9,8 +9,13 @@ Usage:
 One training step, as the post trains: draw t in [0, 1], make x_t = t x + (1 - t) noise, predict x,
 take the MSE to x (plus the Gram penalty), clip gradients, step AdamW (learning rate: linear warm-up,
 then a cosine decay), update the EMA weights.
-Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C),
-and every --sample-every steps samples_<step>.png (EMA weights, fixed noise), lut.png, gram.png.
+Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C);
+log.csv, one row per log line; and every --sample-every steps samples_<step>.png (EMA weights, fixed
+noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.png (entries by usage, most
+used first) and a row of lut.csv: entries in use (mean |weight| over the 64 samples' patches above
+1% of the most used entry's), the effective number of entries, their mean |cos|, the samples' seam
+ratio and, for the dynamic head, the mean cos between two images' LUTs. A resume appends to all of
+them from the checkpoint's step, dropping what an interrupted run wrote after it.
 """
 import argparse
 import copy
