@@ -2,6 +2,7 @@
 model small enough that each command takes seconds. Run: python -m pytest -q test_train.py"""
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,3 +252,47 @@ def test_compare_cli(tmp_path):
     seams = [line for line in lines if line.startswith("seam ratio")][0].split()
     assert seams[-4] == "samples" and seams[-2] == "real" and 0.8 < float(seams[-1]) < 1.4  # toy cats show no grid
     assert "8 vs 8 images" in result.stdout and lines[-1].strip() == "no sign of copying"
+
+
+def printed(stdout, prefix):
+    """The numbers in each printed line that starts with prefix, as a list of floats."""
+    number = r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?"
+    return [[float(v) for v in re.findall(number, line)] for line in stdout.splitlines() if line.startswith(prefix)]
+
+
+def test_logs_and_pictures_survive_a_resume_without_a_repeated_step(tmp_path, cats):
+    """log.csv and lut.csv have one row per printed line, progress.gif one frame per picture step; a run
+    that died after logging steps 3 and 4 but before saving them is redone from its step-2 checkpoint."""
+    from PIL import Image
+    out = tmp_path / "out"
+    first = run("train.py", *TINY, "--data", cats, "--steps", 2, "--sample-every", 2, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    saved = (out / "ckpt.pt").read_bytes()
+    resume = ["--resume", "--steps", 4, "--log-every", 1, "--sample-every", 2]
+    assert run("train.py", *resume, cwd=tmp_path).returncode == 0
+    assert Image.open(out / "progress.gif").n_frames == 2
+    (out / "ckpt.pt").write_bytes(saved)  # as if the run had died before its last checkpoint
+    last = run("train.py", *resume, cwd=tmp_path)
+    assert last.returncode == 0, last.stderr
+
+    lines = printed(first.stdout, "step ") + printed(last.stdout, "step ")
+    rows = [line.split(",") for line in (out / "log.csv").read_text().splitlines()]
+    assert rows[0] == ["step", "loss", "mse_t0-25", "mse_t25-50", "mse_t50-75", "mse_t75-100", "lr", "img_per_s",
+                       "minutes"]
+    assert [int(row[0]) for row in rows[1:]] == [1, 2, 3, 4]  # each step once, in order
+    for row, line in zip(rows[1:], lines):  # step N/4, loss, 4 bins, lr, img/s, minutes, eta
+        step, _, loss, *bins, lr, speed, minutes, _ = line
+        assert float(row[0]) == step and float(row[1]) == pytest.approx(loss, abs=1e-4)
+        assert [float(v) for v in row[2:6]] == pytest.approx(bins, abs=1e-3)
+        assert float(row[6]) == pytest.approx(lr, rel=5e-3) and float(row[7]) == pytest.approx(speed, abs=0.5)
+        assert float(row[8]) == pytest.approx(minutes, abs=0.05)
+
+    lut_lines = printed(first.stdout, "lut: ") + printed(last.stdout, "lut: ")
+    lut_rows = [[float(v) for v in line.split(",")[:5]] for line in (out / "lut.csv").read_text().splitlines()[1:]]
+    assert [row[0] for row in lut_rows] == [2, 4]
+    for row, (in_use, K, effective, cos, seams) in zip(lut_rows, lut_lines):
+        assert K == 64 and row[1:] == pytest.approx([in_use, effective, cos, seams], abs=0.06)
+        assert 1 <= in_use <= 64 and 1 <= effective <= 64 and seams > 0
+    assert Image.open(out / "progress.gif").n_frames == 2  # steps 2 and 4, the frame of the lost step 4 gone
+    assert Image.open(out / "loss.png").size == (720, 400)
+

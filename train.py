@@ -12,12 +12,19 @@ take the MSE to x (plus the Gram penalty), clip gradients, step AdamW (learning 
 then a cosine decay), update the EMA weights.
 With --minutes, the run times a few steps first, then fixes the step count so that it ends,
 pictures and checkpoints included, within the budget; the checkpoint keeps that count.
-Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C),
-and every --sample-every steps samples_<step>.png (EMA weights, fixed noise), lut.png, gram.png.
+Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C);
+log.csv, one row per log line; and every --sample-every steps samples_<step>.png (EMA weights, fixed
+noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.png (entries by usage, most
+used first) and a row of lut.csv: entries in use (mean |weight| over the 64 samples' patches above
+1% of the most used entry's), the effective number of entries, their mean |cos|, the samples' seam
+ratio and, for the dynamic head, the mean cos between two images' LUTs. A resume appends to all of
+them from the checkpoint's step, dropping what an interrupted run wrote after it.
 """
 import argparse
 import copy
+import csv
 import functools
+import io
 import math
 import os
 import signal
@@ -27,13 +34,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from PIL import Image, ImageDraw, ImageSequence
 from torch.nn.parallel import DistributedDataParallel
 
 from data import get_batch, image_grid, load_images, number, output_folder
-from lut import gram_image, lut_atlas
+from lut import entry_usage, gram_image, lut_atlas, lut_figures
 from model import (DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for, best_device,
                    default_preset, defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights,
                    make_config, sample, save_atomically, save_checkpoint, steps_within)
+from quality import seam_ratio
 
 
 def fail(message):
@@ -175,7 +184,6 @@ if ddp:
     train_model = DistributedDataParallel(train_model)
 autocast = autocast_for(device, args.dtype)
 fixed_noise = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(1234)).to(device)
-Path(args.out).mkdir(parents=True, exist_ok=True)
 
 
 def learning_rate(step):
@@ -210,19 +218,129 @@ PICTURE_STEPS = 32  # Euler steps of the samples in the pictures
 UNTIMED, TIMED = 5, 20  # a --minutes run's first steps: some to warm up (caches, compiling), some timed
 
 
+BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
+out = Path(args.out)
+LOG_COLUMNS = ["step", "loss", *(f"mse_t{25 * i}-{25 * (i + 1)}" for i in range(BINS)), "lr", "img_per_s", "minutes"]
+LUT_COLUMNS = ["step", "entries_in_use", "effective_entries", "mean_abs_cos", "seam_ratio", "cos_between_images"]
+
+
+def write_csv(rows, file):
+    """rows into a binary file, as save_atomically's writer."""
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    file.write(text.getvalue().encode())
+
+
+def read_csv(path):
+    """The rows of a CSV file as lists of strings, header first; [] for a missing file."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def append_row(path, row):
+    with open(path, "a", newline="") as f:
+        csv.writer(f).writerow(["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in row])
+
+
+def keep_up_to(step):
+    """Start log.csv, lut.csv and progress.gif over from `step`, the checkpoint's step (0 for a new run):
+    rows and frames after it came from an interrupted run that this one redoes, so they go."""
+    kept = {}
+    for name, columns in [("log.csv", LOG_COLUMNS), ("lut.csv", LUT_COLUMNS)]:
+        kept[name] = [row for row in read_csv(out / name)[1:] if int(row[0]) <= step]
+        save_atomically([columns, *kept[name]], out / name, write=write_csv)
+    save_frames(read_frames()[:len(kept["lut.csv"])])  # one frame per lut.csv row
+
+
+def read_frames():
+    """The frames of progress.gif so far; [] before the first."""
+    if not (out / "progress.gif").exists():
+        return []
+    with Image.open(out / "progress.gif") as gif:
+        return [frame.convert("RGB") for frame in ImageSequence.Iterator(gif)]
+
+
+def save_frames(frames):
+    """progress.gif, written atomically: it is the only copy of the earlier sample grids."""
+    if not frames:  # a new run in an old folder
+        (out / "progress.gif").unlink(missing_ok=True)
+        return
+    save_atomically(frames, out / "progress.gif", write=lambda frames, path: frames[0].save(
+        path, format="GIF", save_all=True, append_images=frames[1:], duration=400, loop=0))
+
+
+def captioned(grid, text):
+    """The picture with a black strip on top that holds `text`."""
+    image = Image.new("RGB", (grid.width, grid.height + 14))
+    image.paste(grid, (0, 14))
+    ImageDraw.Draw(image).text((4, 2), text, fill="white")
+    return image
+
+
+def plot_losses():
+    """loss.png: the loss and the MSE per t bin of log.csv against the step, on a log scale."""
+    rows = [[float(v) for v in row[:2 + BINS]] for row in read_csv(out / "log.csv")[1:]]
+    if not rows:
+        return
+    W, H, left, right, top, bottom = 720, 400, 56, 120, 24, 40  # the plot area lies inside the margins
+    values = [v for row in rows for v in row[1:] if v > 0]  # an empty t bin reads 0: left out
+    low, high = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+    high = max(high, low + 1)
+    last = max(int(rows[-1][0]), 1)
+    x_of = lambda step: left + (W - left - right) * step / last
+    y_of = lambda v: top + (H - top - bottom) * (high - math.log10(v)) / (high - low)
+    image = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(image)
+    for decade in range(low, high + 1):
+        for m in (1, 2, 5)[:3 if decade < high else 1]:
+            y = y_of(m * 10 ** decade)
+            draw.line([(left, y), (W - right, y)], fill=(225, 225, 225) if m > 1 else (170, 170, 170))
+            label = f"{m * 10 ** decade:g}"
+            draw.text((left - 6 - draw.textlength(label), y - 6), label, fill="black")
+    tick = min(m * 10 ** e for e in range(len(str(last))) for m in (1, 2, 5) if m * 10 ** e * 6 >= last)
+    for i in range(0, last + 1, tick):
+        x = x_of(i)
+        draw.line([(x, H - bottom), (x, H - bottom + 4)], fill="black")
+        label = f"{i}"
+        draw.text((x - draw.textlength(label) / 2, H - bottom + 6), label, fill="black")
+    draw.rectangle([left, top, W - right, H - bottom], outline="black")
+    draw.text(((left + W - right) / 2 - 10, H - 16), "step", fill="black")
+    draw.text((left, 6), "training loss, and the image MSE by t (noisiest first), log scale", fill="black")
+    colours = ["black", (31, 119, 180), (44, 160, 44), (255, 127, 14), (214, 39, 40)]
+    for i, colour in enumerate(colours):
+        draw.line([(x_of(row[0]), y_of(row[1 + i])) for row in rows if row[1 + i] > 0], fill=colour, width=2)
+        draw.text((W - right + 10, top + 16 * i), "loss" if i == 0 else f"MSE, t {(i - 1) / BINS:g}-{i / BINS:g}", fill=colour)
+    image.save(out / "loss.png")
+
+
 def save_pictures():
-    """Samples from the EMA weights with fixed noise, and the LUT (the first sample's, if dynamic).
-    Returns what went wrong, or None."""
+    """Samples from the EMA weights with fixed noise, and what the LUT is doing as the last sampling step
+    paints them: lut.png and gram.png (the first sample's LUT, if dynamic; entries by usage, most used
+    first), the figures of lut.figures as a printed line and a lut.csv row; then the grid becomes a frame
+    of progress.gif and loss.png is redrawn. Returns what went wrong, or None."""
+    painted = {}  # the head's (weights (64, 64, K), LUT (K, 3, 8, 8) or (64, K, 3, 8, 8)) at the last step
+    hook = ema.lut_head.register_forward_hook(lambda module, inputs, output: painted.update(last=output))
     with autocast:
-        samples = sample(ema, fixed_noise, PICTURE_STEPS, args.t_sampling)
-        _, lut = ema(samples[:1], torch.ones(1, device=device))
-    lut = lut[0] if lut.dim() == 5 else lut  # (K, 3, 8, 8)
+        samples = sample(ema, fixed_noise, PICTURE_STEPS, args.t_sampling).clamp(-1, 1)
+    hook.remove()
+    weights, luts = painted["last"]
+    figures = {**lut_figures(weights, luts), "seams": seam_ratio(samples.cpu())}
+    lut = (luts[0] if luts.dim() == 5 else luts)[entry_usage(weights).argsort(descending=True)]  # (K, 3, 8, 8)
     pictures = {f"samples_{step:06d}.png": image_grid(samples, ncol=8, scale=2, pad=2),
                 "lut.png": image_grid(lut_atlas(lut), ncol=math.ceil(math.sqrt(len(lut))), scale=4, pad=1),
                 "gram.png": image_grid(gram_image(lut), ncol=1, scale=max(1, 256 // len(lut)))}
+    log(f"lut: {figures['in_use']}/{len(lut)} entries in use, effective {figures['effective']:.1f}, "
+        f"mean |cos| {figures['cos']:.3f}, seam ratio {figures['seams']:.2f}"
+        + (f", cos between images {figures['between']:.3f}" if figures["between"] is not None else ""))
+    frame = captioned(image_grid(samples, ncol=8, pad=1), f"step {step}")
     try:
         for name, picture in pictures.items():
-            save_atomically(picture, Path(args.out) / name, write=lambda picture, file: picture.save(file, "PNG"))
+            save_atomically(picture, out / name, write=lambda picture, file: picture.save(file, "PNG"))
+        append_row(out / "lut.csv", [step, *(figures[k] for k in ("in_use", "effective", "cos", "seams", "between"))])
+        save_frames(read_frames() + [frame])
+        plot_losses()
     except OSError as e:
         return write_failed(e)
 
@@ -295,9 +413,11 @@ def on_interrupt(signum, frame):
 
 
 signal.signal(signal.SIGINT, on_interrupt)
+if master:
+    out.mkdir(parents=True, exist_ok=True)
+    keep_up_to(step)
 
 # ----------------------------------------------------------------------------- training loop
-BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
 local_batch = args.batch_size // world
 log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes")
     + f", batch {args.batch_size}, {args.dtype}, on {device}")
@@ -342,6 +462,9 @@ while args.steps is None or step < args.steps:
         log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
             + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
             + f" | {elapsed / 60:.1f} min, {eta}")
+        if master:
+            append_row(out / "log.csv", [step, mean_loss, *per_bin.tolist(), optimizer.param_groups[0]["lr"],
+                                         args.batch_size / per_step, elapsed / 60])
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
