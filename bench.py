@@ -32,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from data import number, output_file
-from model import (HEADS, PRESETS, LUTTransformer, autocast_for, best_device, default_preset, defaults, denoising_loss,
+from model import (HEADS, PRESETS, LUTTransformer, autocast_for, available_device, best_device, default_preset, defaults, denoising_loss,
                    fast_dtype, make_config, sample)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
@@ -242,7 +242,7 @@ def main():
     parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=number(int, 1),
                         help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")
     parser.add_argument("--json", type=output_file, help="also write the figures to this JSON file")

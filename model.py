@@ -230,6 +230,18 @@ def best_device():
     return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
 
 
+def available_device(name):
+    """--device's check: a device this machine has ("cpu", "cuda", "cuda:1", "mps"), else ValueError,
+    which argparse turns into one line naming the flag."""
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        raise ValueError(name) from None
+    if not {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind):
+        raise ValueError(name)
+    return name
+
+
 def autocast_for(device, dtype):
     """bf16 autocast for dtype "bf16" (matmuls in bf16, the rest in fp32), no-op for "fp32"."""
     return torch.autocast(device.type, torch.bfloat16) if dtype == "bf16" else nullcontext()

@@ -22,7 +22,8 @@ import torch
 
 import quality
 from data import image_grid, input_folder, load_images, number, output_file, output_folder, picture, toy_cats
-from model import LUTTransformer, autocast_for, best_device, fast_dtype, load_checkpoint, load_weights, sample
+from model import (LUTTransformer, autocast_for, available_device, best_device, fast_dtype, load_checkpoint, load_weights,
+                   sample)
 
 CHUNK = 256  # images sampled at once, to bound memory for large --n
 
@@ -105,7 +106,7 @@ def main():
     parser.add_argument("--png-dir", type=output_folder,
                         help="also write every image as its own PNG into this folder")
     parser.add_argument("--gif", action="store_true", help="also write the sampling trajectory as a GIF")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--compare", metavar="DIR", type=real_images, help='print quality figures against the real '
                         'images in DIR, or "toy" for fresh toy cats (see the top of this file)')
     parser.add_argument("--train-data", metavar="DIR", type=input_folder, help="training images for --compare's "

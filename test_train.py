@@ -151,6 +151,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     (["--resume"], "no checkpoint"),
     (["--min-lr", "2"], "argument --min-lr: 2 is not a number from 0 to 1"),
     (["--minutes", "5"], "--steps or --minutes, not both"),
+    (["--device", "gpu"], "argument --device: invalid available_device value: 'gpu'"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
     result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)

@@ -39,9 +39,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data import get_batch, image_grid, load_images, number, output_folder
 from lut import entry_usage, gram_image, lut_atlas, lut_figures
-from model import (DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for, best_device,
-                   default_preset, defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights,
-                   make_config, sample, save_atomically, save_checkpoint, steps_within)
+from model import (DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for,
+                   available_device, best_device, default_preset, defaults, denoising_loss, draw_t, fast_dtype,
+                   load_checkpoint, load_weights, make_config, sample, save_atomically, save_checkpoint, steps_within)
 from quality import seam_ratio
 
 
@@ -95,7 +95,7 @@ arg("--sample-every", type=number(int, 1), default=500, help="steps between samp
 arg("--save-every", type=number(int, 1), default=500, help="steps between checkpoints (default: %(default)s)")
 arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
     help="seed of weights, batches and noise (default: %(default)s)")
-arg("--device", help="cuda, mps or cpu (default: the best available)")
+arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action="store_true", help="torch.compile the model")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
