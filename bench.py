@@ -32,8 +32,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from data import number, output_file
-from model import (HEADS, PRESETS, LUTTransformer, autocast_for, available_device, best_device, default_preset, defaults, denoising_loss,
-                   fast_dtype, make_config, sample)
+from model import (HEADS, PRESETS, LUTTransformer, autocast_for, available_device, best_device, default_preset,
+                   defaults, denoising_loss, fast_dtype, make_config, sample)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),

@@ -22,8 +22,8 @@ import torch
 
 import quality
 from data import image_grid, input_folder, load_images, number, output_file, output_folder, picture, toy_cats
-from model import (LUTTransformer, autocast_for, available_device, best_device, fast_dtype, load_checkpoint, load_weights,
-                   sample)
+from model import (LUTTransformer, autocast_for, available_device, best_device, fast_dtype, load_checkpoint,
+                   load_weights, sample)
 
 CHUNK = 256  # images sampled at once, to bound memory for large --n
 

@@ -72,7 +72,8 @@ arg("--heads", type=number(int, 1), help="override the preset's number of attent
 arg("--dict-size", type=number(int, 1), help="LUT entries K (default: the head's, see below)")
 arg("--static-tokens", type=number(int, 0), help="learned extra tokens (default: the head's)")
 arg("--gram", type=number(float, 0), help="Gram penalty weight (default: the head's)")
-arg("--steps", type=number(int, 1), help="training steps (default on CUDA: the preset's, or the preset's with this head)")
+arg("--steps", type=number(int, 1),
+    help="training steps (default on CUDA: the preset's, or the preset's with this head)")
 arg("--minutes", type=number(float, 0, low_allowed=False), help=f"train for this many minutes instead, all included: "
     f"the step count is fixed after timing a few steps (default on a CPU or MPS: {DEFAULT_MINUTES})")
 arg("--batch-size", type=number(int, 1), help="images per step, over all processes (default: the preset's)")
@@ -311,7 +312,8 @@ def plot_losses():
     colours = ["black", (31, 119, 180), (44, 160, 44), (255, 127, 14), (214, 39, 40)]
     for i, colour in enumerate(colours):
         draw.line([(x_of(row[0]), y_of(row[1 + i])) for row in rows if row[1 + i] > 0], fill=colour, width=2)
-        draw.text((W - right + 10, top + 16 * i), "loss" if i == 0 else f"MSE, t {(i - 1) / BINS:g}-{i / BINS:g}", fill=colour)
+        label = "loss" if i == 0 else f"MSE, t {(i - 1) / BINS:g}-{i / BINS:g}"
+        draw.text((W - right + 10, top + 16 * i), label, fill=colour)
     image.save(out / "loss.png")
 
 
@@ -459,7 +461,8 @@ while args.steps is None or step < args.steps:
         elapsed = time.time() - t_start
         per_step = elapsed / (step - start_step)
         eta = f"eta {(args.steps - step) * per_step / 60:.1f} min" if args.steps else "timing the first steps"
-        log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t " + " ".join(f"{v:.3f}" for v in per_bin.tolist())
+        log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t "
+            + " ".join(f"{v:.3f}" for v in per_bin.tolist())
             + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
             + f" | {elapsed / 60:.1f} min, {eta}")
         if master:
