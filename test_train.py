@@ -1,8 +1,8 @@
 """Tests for train.py and sample.py, run as a user runs them: in subprocesses, on the CPU, with a
 model small enough that each command takes seconds. Run: python -m pytest -q test_train.py"""
 import math
-import os
 import re
+import socket
 import signal
 import subprocess
 import sys
@@ -104,8 +104,8 @@ def test_full_disk_keeps_the_checkpoint_and_resume_is_exact(tmp_path, cats):
     assert result.stderr.splitlines()[-1] == ("error: cannot write to resumed at step 6: No space left on device; "
                                               "stopped, and resumed/ckpt.pt is intact, as it was last saved. Free "
                                               "some space, then continue with --resume")
-    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["ckpt.pt", "gram.png", "lut.png",
-                                                                         "samples_000006.png"]
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [
+        "ckpt.pt", "gram.png", "log.csv", "loss.png", "lut.csv", "lut.png", "progress.gif", "samples_000006.png"]
     assert load(tmp_path / "resumed" / "ckpt.pt")["step"] == 3
     result = run("train.py", "--resume", "--out", "resumed", "--log-every", 1, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -125,7 +125,7 @@ def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
     assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1
     assert result.stderr.splitlines()[-1].startswith("error: cannot write to out at step 3: No space left on device; "
                                                      "stopped, and out/ckpt.pt is intact")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ckpt.pt", "samples_000003.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ckpt.pt", "log.csv", "lut.csv", "samples_000003.png"]
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 2
 
 
@@ -200,11 +200,16 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
     assert (tmp_path / "out" / "ckpt.pt").read_bytes() == good
 
 
-DDP = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000)]
+def ddp():
+    """torchrun with 2 processes on a free port: two DDP tests in a row must not share one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port)]
 
 
 def test_two_process_ddp_on_gloo(tmp_path, cats):
-    result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=DDP)
+    result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=ddp())
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("step 3/3") == 1  # rank 0 alone logs
     checkpoint = load(tmp_path / "out" / "ckpt.pt")
@@ -215,7 +220,7 @@ def test_two_process_ddp_on_gloo(tmp_path, cats):
 def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):
     # Rank 0 alone writes the checkpoint; the disk is full for the first. Rank 1 must not wait for it.
     result = run_with_full_disk("ckpt.pt", 1, "train.py", *TINY, "--data", cats, "--steps", 1000, "--save-every", 2,
-                                cwd=tmp_path, launcher=DDP)
+                                cwd=tmp_path, launcher=ddp())
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: cannot write to out at step 2: No space left on device; stopped, and no checkpoint "
