@@ -2,8 +2,8 @@
 model small enough that each command takes seconds. Run: python -m pytest -q test_train.py"""
 import math
 import re
-import socket
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
