@@ -205,7 +205,8 @@ def ddp():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port)]
+    return ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1",
+            "--master_port", str(port)]
 
 
 def test_two_process_ddp_on_gloo(tmp_path, cats):
