@@ -125,7 +125,8 @@ def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
     assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1
     assert result.stderr.splitlines()[-1].startswith("error: cannot write to out at step 3: No space left on device; "
                                                      "stopped, and out/ckpt.pt is intact")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ckpt.pt", "log.csv", "lut.csv", "samples_000003.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "ckpt.pt", "log.csv", "lut.csv", "samples_000003.png"]
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 2
 
 
