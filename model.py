@@ -377,8 +377,11 @@ def load_checkpoint(path):
 def load_weights(module, state_dict):
     """module.load_state_dict, with weights that do not fit (a network from an older version of this
     file) as a one-line ValueError."""
-    try:
-        module.load_state_dict(state_dict)
-    except RuntimeError as e:
-        message = " ".join(str(e).split())  # torch's spans several lines
-        raise ValueError(f"the checkpoint's weights do not fit this version of the model: {message}") from None
+    own = module.state_dict()
+    differ = [k for k in own.keys() ^ state_dict.keys()] + [k for k in own.keys() & state_dict.keys()
+                                                             if own[k].shape != state_dict[k].shape]
+    if differ:  # torch's own message lists every tensor, over many lines
+        raise ValueError(f"the checkpoint's weights do not fit this version of the model ({len(differ)} tensors "
+                         f"differ, e.g. {', '.join(sorted(differ)[:3])}); it was written by an older version: "
+                         f"train a new one")
+    module.load_state_dict(state_dict)

@@ -172,9 +172,12 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path):
         assert "\n" not in str(error.value)
     model = LUTTransformer(small_config("dynamic"))
     old_dynamic = {**model.state_dict(), "lut_head.to_uv.bias": torch.zeros(48)}  # before the head lost its bias
-    with pytest.raises(ValueError, match='do not fit .*Unexpected key.*"lut_head.to_uv.bias"') as error:
+    with pytest.raises(ValueError, match=r"do not fit .*\(1 tensors differ, e.g. lut_head.to_uv.bias\)") as error:
         load_weights(model, old_dynamic)
     assert "\n" not in str(error.value)
+    wider = {**model.state_dict(), "static": torch.zeros(1, 16, 65)}  # a tensor of another shape
+    with pytest.raises(ValueError, match=r"1 tensors differ, e.g. static\)"):
+        load_weights(model, wider)
 
 
 def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
