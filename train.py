@@ -384,4 +384,5 @@ while args.steps is None or step < args.steps:
         stop_if(save())
 
 if ddp:
+    dist.barrier()  # leave together: a rank that tears down while another still talks to it aborts Gloo
     dist.destroy_process_group()
