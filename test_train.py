@@ -183,6 +183,16 @@ def test_a_time_budget_fixes_the_steps_once(tmp_path, cats):
     assert "budget" not in result.stdout and "step 28/28 |" in result.stdout
 
 
+def test_a_time_budget_times_again_over_the_warm_up(tmp_path, cats):
+    """A first count after 20 timed steps, the final one at the end of the learning-rate warm-up."""
+    result = run("train.py", *TINY, "--data", cats, "--minutes", 0.05, "--warmup", 40, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    counts = re.findall(r"budget 0.05 min: (\d+) steps \([\d.]+ s per step over (20 steps|the warm-up)", result.stdout)
+    assert [over for _, over in counts] == ["20 steps", "the warm-up"]
+    assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == int(counts[1][0])
+    assert f"step {counts[1][0]}/{counts[1][0]} |" in result.stdout
+
+
 def test_resume_refuses_another_variant(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--lut", "dynamic", "--steps", 1, cwd=tmp_path).returncode == 0
     result = run("train.py", "--resume", "--lut", "softmax", cwd=tmp_path)
