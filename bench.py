@@ -181,15 +181,14 @@ def counted_flops(model, *inputs):
     return counter.get_total_flops()
 
 
-def reference_step(model, optimizer, autocast):
-    """One step of the post's training loop, less its LPIPS term: x_t = x + (noise - x)(1 - t) with
-    t (B, 1, 1, 1), the MSE of the prediction to x, backward, AdamW."""
+def reference_step(model, optimizer):
+    """One step of the post's training loop as published (fp32), less its LPIPS term:
+    x_t = x + (noise - x)(1 - t) with t (B, 1, 1, 1), the MSE of the prediction to x, backward, AdamW."""
     device = next(model.parameters()).device
     x = torch.rand(BATCH, 3, 64, 64, device=device) * 2 - 1
     t = torch.rand(BATCH, 1, 1, 1, device=device)
-    with autocast:
-        x_hat = model(x + (torch.randn_like(x) - x) * (1 - t), t)
-    loss = (x_hat.float() - x).square().mean()
+    x_hat = model(x + (torch.randn_like(x) - x) * (1 - t), t)
+    loss = (x_hat - x).square().mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -197,8 +196,9 @@ def reference_step(model, optimizer, autocast):
 
 
 def bench_reference(args, device, dtypes):
-    """The post's model against this project's blog preset with the dynamic head (train_step: also
-    clipping and the EMA), at batch BATCH, in each dtype, in the same run; prints as it goes."""
+    """The post's model, run as published (fp32), against this project's blog preset with the dynamic
+    head (train_step: also clipping and the EMA) in each dtype, at batch BATCH, in the same run;
+    prints as it goes."""
     try:
         reference = load_reference(args.reference)["Diffusion"]().to(device)
     except (ValueError, TypeError, NameError) as e:
@@ -216,18 +216,21 @@ def bench_reference(args, device, dtypes):
     reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-4, weight_decay=1e-2, fused=fused)
     our_optimizer = torch.optim.AdamW(ours.parameters(), lr=settings["lr"], weight_decay=1e-2, betas=(0.9, 0.95),
                                       fused=fused)
-    steps = {"reference": lambda autocast: reference_step(reference, reference_optimizer, autocast),
-             "blog dynamic": lambda autocast: train_step(ours, ema, our_optimizer, autocast, settings["gram"])}
+
+    def img_per_s(name, step):
+        for _ in range(args.warmup):
+            step()
+        seconds = statistics.median(timed(step, args.steps, device))
+        print(f"batch {BATCH}: {name} {seconds:.2f} s per step, {BATCH / seconds:.2f} img/s", flush=True)
+        return BATCH / seconds
+
+    run_ours = torch.compile(ours) if args.compile else ours
+    reference_speed = img_per_s("reference, fp32 as published", lambda: reference_step(reference, reference_optimizer))
     for dtype in dtypes:
-        autocast, img_per_s = autocast_for(device, dtype), {}
-        for name, step in steps.items():
-            for _ in range(args.warmup):
-                step(autocast)
-            seconds = statistics.median(timed(lambda: step(autocast), args.steps, device))
-            img_per_s[name] = BATCH / seconds
-            print(f"{dtype}, batch {BATCH}: {name} {seconds:.2f} s per step, {img_per_s[name]:.2f} img/s", flush=True)
-        print(f"{dtype}: blog dynamic runs {img_per_s['blog dynamic'] / img_per_s['reference']:.2f}x the "
-              f"reference's img/s", flush=True)
+        autocast = autocast_for(device, dtype)
+        speed = img_per_s(f"blog dynamic, {dtype}{' + compile' if args.compile else ''}",
+                          lambda: train_step(run_ours, ema, our_optimizer, autocast, settings["gram"]))
+        print(f"{dtype}: blog dynamic runs {speed / reference_speed:.2f}x the reference's img/s", flush=True)
 
 
 def main():
