@@ -10,8 +10,8 @@ Absolute timings drift on a shared machine, so the peak FLOP/s of a square matmu
 the same run, in fp32 and in bf16 where the device runs it natively (an emulated bf16 matmul is
 so slow that timing it would stall the run), and the training step is reported as a fraction of it.
 Every figure is printed as soon as it is measured; the default run takes about a minute on 2 CPU cores.
-The sampling time is for 64 images x 64 Euler steps; every step is one identical forward pass, so
-on CPU it is timed over --sample-steps steps and scaled to 64. On a CPU with bf16 instructions
+The sampling time is for 64 images x model.SAMPLE_STEPS Euler steps, as sample.py takes them; every
+step is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled up. On a CPU with bf16 instructions
 (AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path: docs/results.md has figures.
 """
 import argparse
@@ -32,8 +32,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from data import number, output_file
-from model import (HEADS, PRESETS, LUTTransformer, autocast_for, available_device, best_device, default_preset,
-                   defaults, denoising_loss, fast_dtype, make_config, sample)
+from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device,
+                   default_preset, defaults, denoising_loss, fast_dtype, make_config, sample)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
@@ -129,7 +129,7 @@ def bench_head(lut_name, args, device, peaks):
     with autocast:
         sample(run_model, noise, 1, "logit-normal")  # warm-up: under no_grad, a compiled model compiles anew
         seconds = timed(lambda: sample(run_model, noise, args.sample_steps, "logit-normal"), 1, device)[0]
-    sample_s = seconds * 64 / args.sample_steps
+    sample_s = seconds * SAMPLE_STEPS / args.sample_steps
 
     train_flops = 3 * flops_per_image(model)  # forward + backward, per image
     flops = train_flops * BATCH / step_s
@@ -244,7 +244,7 @@ def main():
     parser.add_argument("--steps", type=number(int, 1), default=3, help="timed training steps (the median is reported)")
     parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=number(int, 1),
-                        help="Euler steps timed, scaled to 64 (default: 64 on CUDA, else 4)")
+                        help="Euler steps timed, scaled to SAMPLE_STEPS (default: all on CUDA, else 4)")
     parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")
@@ -259,7 +259,7 @@ def main():
     native = ["fp32", "bf16"] if fast_dtype(device) == "bf16" else ["fp32"]
     if args.dtype and args.dtype not in native:
         sys.exit(f"error: {args.dtype} is emulated on this {device.type}, far slower than fp32: use --dtype fp32")
-    args.sample_steps = args.sample_steps or (64 if device.type == "cuda" else 4)
+    args.sample_steps = args.sample_steps or (SAMPLE_STEPS if device.type == "cuda" else 4)
 
     if args.reference:
         bench_reference(args, device, [args.dtype] if args.dtype else native)

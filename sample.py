@@ -22,8 +22,8 @@ import torch
 
 import quality
 from data import image_grid, input_folder, load_images, number, output_file, output_folder, picture, toy_cats
-from model import (LUTTransformer, autocast_for, available_device, best_device, fast_dtype, load_checkpoint,
-                   load_weights, sample)
+from model import (SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device, fast_dtype,
+                   load_checkpoint, load_weights, sample)
 
 CHUNK = 256  # images sampled at once, to bound memory for large --n
 
@@ -45,13 +45,13 @@ def load_model(path, device):
     return model.to(device).eval(), checkpoint["args"]
 
 
-def generate(model, n, steps, seed, device, train_t_sampling, frames=None):
-    """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device;
-    in bf16 where the device runs it natively (model.fast_dtype), else fp32. train_t_sampling: how
+def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None):
+    """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device,
+    with matmuls in dtype ("bf16" or "fp32", as model.autocast_for). train_t_sampling: how
     the model's training drew t, which sets the sampler's time grid (model.sample).
     If `frames` is a list, it receives the first chunk's trajectory: its noise, then every step."""
     noise = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-    autocast = autocast_for(device, fast_dtype(device))
+    autocast = autocast_for(device, dtype)
     chunks = []
     with autocast:
         for start in range(0, n, CHUNK):
@@ -100,13 +100,15 @@ def main():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
     parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64, or 1024 with --compare)")
-    parser.add_argument("--steps", type=number(int, 1), default=64, help="Euler sampling steps")
+    parser.add_argument("--steps", type=number(int, 1), default=SAMPLE_STEPS, help="Euler sampling steps")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
     parser.add_argument("--out", default="samples.png", type=picture, help="grid of the first 64 images")
     parser.add_argument("--png-dir", type=output_folder,
                         help="also write every image as its own PNG into this folder")
     parser.add_argument("--gif", action="store_true", help="also write the sampling trajectory as a GIF")
     parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device "
+                        "runs it natively)")
     parser.add_argument("--compare", metavar="DIR", type=real_images, help='print quality figures against the real '
                         'images in DIR, or "toy" for fresh toy cats (see the top of this file)')
     parser.add_argument("--train-data", metavar="DIR", type=input_folder, help="training images for --compare's "
@@ -124,7 +126,8 @@ def main():
 
     model, train_args = load_model(args.ckpt, device)
     frames = [] if args.gif else None
-    images = generate(model, args.n, args.steps, args.seed, device, train_args["t_sampling"], frames)
+    images = generate(model, args.n, args.steps, args.seed, device, args.dtype or fast_dtype(device),
+                      train_args["t_sampling"], frames)
     try:
         write(images, frames, args.out, args.png_dir, gif_path)
     except OSError as e:  # a full disk, say

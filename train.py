@@ -38,9 +38,10 @@ from torch.nn.parallel import DistributedDataParallel
 from data import get_batch, image_grid, load_images, number, output_folder
 from logbook import BINS, append_row, captioned, keep_up_to, plot_losses, read_frames, save_frames
 from lut import entry_usage, gram_image, lut_atlas, lut_figures
-from model import (DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, LUTTransformer, autocast_for,
-                   available_device, best_device, default_preset, defaults, denoising_loss, draw_t, fast_dtype,
-                   load_checkpoint, load_weights, make_config, sample, save_atomically, save_checkpoint, steps_within)
+from model import (DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS, LUTTransformer,
+                   autocast_for, available_device, best_device, default_preset, defaults, denoising_loss, draw_t,
+                   fast_dtype, load_checkpoint, load_weights, make_config, sample, save_atomically, save_checkpoint,
+                   steps_within)
 from quality import seam_ratio
 
 
@@ -214,7 +215,6 @@ def save():
         log(f"saved {ckpt_path} at step {step}")
 
 
-PICTURE_STEPS = 32  # Euler steps of the samples in the pictures
 # A --minutes run's first steps: some to warm up (caches, compiling), some timed for a first count. The
 # count is fixed for good at the end of the learning-rate warm-up (its rate does not depend on the count),
 # timed over all of it: 20 steps read the speed up to 8% too fast, and the run overshot its budget.
@@ -232,7 +232,7 @@ def save_pictures():
     painted = {}  # the head's (weights (64, 64, K), LUT (K, 3, 8, 8) or (64, K, 3, 8, 8)) at the last step
     hook = ema.lut_head.register_forward_hook(lambda module, inputs, output: painted.update(last=output))
     with autocast:
-        samples = sample(ema, fixed_noise, PICTURE_STEPS, args.t_sampling).clamp(-1, 1)
+        samples = sample(ema, fixed_noise, SAMPLE_STEPS, args.t_sampling).clamp(-1, 1)
     hook.remove()
     weights, luts = painted["last"]
     figures = {**lut_figures(weights, luts), "seams": seam_ratio(samples.cpu())}
@@ -286,14 +286,14 @@ def stop(problem):
 
 def fix_steps(step_s, timed):
     """A --minutes run: set args.steps so that the run ends within the budget, from the seconds per
-    step measured, a picture's cost (PICTURE_STEPS forward passes of the EMA model on 64 images, one
+    step measured, a picture's cost (SAMPLE_STEPS forward passes of the EMA model on 64 images, one
     of them timed, plus one pass's worth for the files it writes) and a checkpoint's (one written aside
     and timed). Stored in the checkpoint, the count makes --resume exact and never measures again."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
         start = time.time()
         ema(fixed_noise, torch.ones(64, device=device))
-        picture_s = (PICTURE_STEPS + 1) * (time.time() - start)
+        picture_s = (SAMPLE_STEPS + 1) * (time.time() - start)
     save_s = 0.0
     if master:
         probe, start = Path(args.out) / "ckpt.pt.timing", time.time()
@@ -307,8 +307,8 @@ def fix_steps(step_s, timed):
     # 3% of the budget is kept for the imports before START and for a machine that slows down later.
     args.steps = steps_within(0.97 * 60 * args.minutes, elapsed, step, step_s, picture_s, save_s,
                               args.sample_every, args.save_every)
-    log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.3f} s per step over {timed}, a picture {picture_s:.1f} s, "
-        f"a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
+    log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.3f} s per step over {timed}, "
+        f"a picture {picture_s:.1f} s, a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
 
 
 # Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
