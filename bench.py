@@ -9,10 +9,11 @@ peak, sampling time and peak memory, for each LUT head.
 Absolute timings drift on a shared machine, so the peak FLOP/s of a square matmul is measured in
 the same run, in fp32 and in bf16 where the device runs it natively (an emulated bf16 matmul is
 so slow that timing it would stall the run), and the training step is reported as a fraction of it.
-Every figure is printed as soon as it is measured; the default run takes about a minute on 2 CPU cores.
+Every figure is printed as soon as it is measured; the default run takes seconds on 2 CPU cores.
 The sampling time is for 64 images x model.SAMPLE_STEPS Euler steps, as sample.py takes them; every
-step is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled up. On a CPU with bf16 instructions
-(AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path: docs/results.md has figures.
+step is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled up.
+On a CPU with bf16 instructions (AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path:
+docs/results.md has figures. --reference runs the post's model as published (fp32) against blog.
 """
 import argparse
 import ast

@@ -62,7 +62,7 @@ parser = argparse.ArgumentParser(
            + listing({f"{lut} on {preset}": row for (preset, lut), row in PRESET_HEAD.items()}))
 arg = parser.add_argument
 arg("--lut", default=DEFAULT_HEAD, choices=list(HEADS),
-    help="LUT head (default: %(default)s, the best of the three on a CPU budget: docs/results.md)")
+    help="LUT head (default: %(default)s, the post's; with tanh the best on a CPU budget: docs/results.md)")
 arg("--data", help="folder of cat images (default: the built-in toy cats)")
 arg("--out", default="out", type=output_folder, help="folder for the checkpoint and pictures (default: %(default)s)")
 arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
