@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from data import image_grid, toy_cats
-from model import Config, LUTTransformer, save_checkpoint
+from model import Config, LUTTransformer, sample, save_checkpoint
+from sample import generate
 
 ROOT = Path(__file__).parent
 TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
@@ -53,6 +54,20 @@ def test_train_then_sample(tmp_path, cats):
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"{i:05d}.png" for i in range(4)]
     assert Image.open(tmp_path / "pngs" / "00000.png").size == (64, 64)
     assert Image.open(tmp_path / "samples.gif").n_frames == 1 + 3  # the noise, then 3 steps
+
+
+
+def test_sample_dtype_fp32_is_the_plain_path_and_bf16_stays_close():
+    torch.manual_seed(0)
+    model = LUTTransformer(Config(width=32, depth=1, heads=2)).eval()
+    for parameter in model.parameters():  # away from the zero-initialised scores, which paint plain grey
+        parameter.data.normal_(0, 0.3)
+    noise = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    cpu = torch.device("cpu")
+    fp32 = generate(model, 2, 3, 5, cpu, "fp32", "logit-normal")
+    bf16 = generate(model, 2, 3, 5, cpu, "bf16", "logit-normal")
+    assert torch.equal(fp32, sample(model, noise, 3, "logit-normal"))  # the same noise, no autocast
+    assert 0 < (bf16 - fp32).abs().mean() < 0.05 * fp32.abs().mean()
 
 
 FULL_DISK = """# A script, then its arguments: the script runs with a full disk for the Nth file whose name holds NAME.
