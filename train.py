@@ -288,7 +288,8 @@ def fix_steps(step_s, timed):
     """A --minutes run: set args.steps so that the run ends within the budget, from the seconds per
     step measured, a picture's cost (SAMPLE_STEPS forward passes of the EMA model on 64 images, one
     of them timed, plus one pass's worth for the files it writes) and a checkpoint's (one written aside
-    and timed). Stored in the checkpoint, the count makes --resume exact and never measures again."""
+    and timed); `timed` says what step_s was timed over. Stored in the checkpoint, the count makes
+    --resume exact and never measures again."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
         start = time.time()
