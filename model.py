@@ -66,6 +66,7 @@ def default_preset(device):
 # On a CPU a run is a time budget, so that the README's promise holds on any CPU; on a GPU it is the
 # preset's step count, as the post trained by steps (and a GPU runs it in minutes, not hours).
 DEFAULT_MINUTES = 30
+SAMPLE_STEPS = 40  # sample.py's default and train.py's pictures: as good as 128 evenly spaced steps (docs/results.md)
 
 
 def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_every, save_every):
@@ -326,9 +327,6 @@ def sample(model, noise, steps, train_t_sampling, frames=None):
     return x
 
 
-SAMPLE_STEPS = 40  # sample.py's default and train.py's pictures: as good as 128 evenly spaced steps (docs/results.md)
-
-
 # ----------------------------------------------------------------------------- checkpoints
 CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "config", "args")
 OLD_ARGS = {"min_lr": 1.0}  # settings newer than the first checkpoints, with the value those runs trained with
@@ -384,8 +382,8 @@ def load_weights(module, state_dict):
     """module.load_state_dict, with weights that do not fit (a network from an older version of this
     file) as a one-line ValueError."""
     own = module.state_dict()
-    differ = [k for k in own.keys() ^ state_dict.keys()] + [k for k in own.keys() & state_dict.keys()
-                                                             if own[k].shape != state_dict[k].shape]
+    differ = list(own.keys() ^ state_dict.keys()) + [k for k in own.keys() & state_dict.keys()
+                                                     if own[k].shape != state_dict[k].shape]
     if differ:  # torch's own message lists every tensor, over many lines
         raise ValueError(f"the checkpoint's weights do not fit this version of the model ({len(differ)} tensors "
                          f"differ, e.g. {', '.join(sorted(differ)[:3])}); it was written by an older version: "

@@ -103,8 +103,6 @@ arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
     sys.exit("error: give --steps or --minutes, not both")
-if args.minutes is not None and args.minutes <= 0:
-    sys.exit(f"error: --minutes {args.minutes} must be positive")
 # Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say);
 # every other one comes from the checkpoint.
 OWN = {"out", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
@@ -284,12 +282,9 @@ def stop(problem):
     sys.exit(1)
 
 
-def fix_steps(step_s, timed):
-    """A --minutes run: set args.steps so that the run ends within the budget, from the seconds per
-    step measured, a picture's cost (SAMPLE_STEPS forward passes of the EMA model on 64 images, one
-    of them timed, plus one pass's worth for the files it writes) and a checkpoint's (one written aside
-    and timed); `timed` says what step_s was timed over. Stored in the checkpoint, the count makes
-    --resume exact and never measures again."""
+def time_overheads():
+    """The seconds of a picture (SAMPLE_STEPS forward passes of the EMA model on 64 images, one of them
+    timed, plus one pass's worth for the files it writes) and of a checkpoint (one written aside)."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
         start = time.time()
@@ -301,6 +296,13 @@ def fix_steps(step_s, timed):
         save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world, step, vars(args))
         save_s = time.time() - start
         probe.unlink()
+    return picture_s, save_s
+
+
+def fix_steps(step_s, timed, picture_s, save_s):
+    """A --minutes run: set args.steps so that the run ends within the budget, from the seconds per
+    step measured (`timed` says over what) and the overheads of time_overheads. Stored in the
+    checkpoint, the count makes --resume exact and never measures again."""
     costs = torch.tensor([time.time() - START, step_s, picture_s, save_s], device=device)
     if ddp:
         dist.all_reduce(costs, op=dist.ReduceOp.MAX)  # every rank takes the same count: the slowest rank's
@@ -353,10 +355,11 @@ while args.steps is None or step < args.steps:
         t_timed = time.time()
     if budget_run and step == start_step + UNTIMED + TIMED:
         probes_start = time.time()
-        fix_steps((probes_start - t_timed) / TIMED, f"{TIMED} steps")
-        t_timed += time.time() - probes_start  # the timing over the warm-up leaves out fix_steps' own probes
+        overheads = time_overheads()  # measured once, for both counts
+        fix_steps((probes_start - t_timed) / TIMED, f"{TIMED} steps", *overheads)
+        t_timed += time.time() - probes_start  # the timing over the warm-up leaves out the probes
     if budget_run and step == args.warmup > start_step + UNTIMED + TIMED:
-        fix_steps((time.time() - t_timed) / (step - start_step - UNTIMED), "the warm-up")
+        fix_steps((time.time() - t_timed) / (step - start_step - UNTIMED), "the warm-up", *overheads)
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)
