@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data import number, output_file
 from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device,
-                   default_preset, defaults, denoising_loss, fast_dtype, make_config, sample)
+                   compile_problem, default_preset, defaults, denoising_loss, fast_dtype, make_config, sample)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
@@ -261,6 +261,9 @@ def main():
     if args.dtype and args.dtype not in native:
         sys.exit(f"error: {args.dtype} is emulated on this {device.type}, far slower than fp32: use --dtype fp32")
     args.sample_steps = args.sample_steps or (SAMPLE_STEPS if device.type == "cuda" else 4)
+    problem = compile_problem(device) if args.compile else None
+    if problem:
+        sys.exit(f"error: --compile: {problem}; drop --compile")
 
     if args.reference:
         bench_reference(args, device, [args.dtype] if args.dtype else native)

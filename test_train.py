@@ -1,6 +1,7 @@
 """Tests for train.py and sample.py, run as a user runs them: in subprocesses, on the CPU, with a
 model small enough that each command takes seconds. Run: python -m pytest -q test_train.py"""
 import math
+import os
 import re
 import signal
 import socket
@@ -20,9 +21,9 @@ TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--
         "--log-every", "1", "--device", "cpu"]
 
 
-def run(script, *args, cwd, launcher=()):
+def run(script, *args, cwd, launcher=(), env=None):
     """Run a project script from `cwd` (so data/cache and out/ land in the temp folder)."""
-    return subprocess.run([sys.executable, *launcher, str(ROOT / script), *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, *launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -191,6 +192,7 @@ def test_a_time_budget_fixes_the_steps_once(tmp_path, cats):
     result = run("train.py", *TINY, "--data", cats, "--minutes", 0.01, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "step 10/? |" in result.stdout and "budget 0.01 min: 26 steps (" in result.stdout
+    assert ", compiled" not in result.stdout  # too short to pay for compiling
     assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == 26
     assert (tmp_path / "out" / "samples_000026.png").exists() and not (tmp_path / "out" / "ckpt.pt.timing").exists()
     result = run("train.py", "--resume", "--steps", 28, cwd=tmp_path)
@@ -206,6 +208,25 @@ def test_a_time_budget_times_again_over_the_warm_up(tmp_path, cats):
     assert [over for _, over in counts] == ["20 steps", "the warm-up"]
     assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == int(counts[1][0])
     assert f"step {counts[1][0]}/{counts[1][0]} |" in result.stdout
+
+
+def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_path, cats):
+    """--compile: the same losses as the plain model (fp32, same seed). Without a C++ compiler
+    torch.compile cannot work on a CPU: then --compile stops in one line before training."""
+    losses = {}
+    for flag in ["--compile", "--no-compile"]:
+        result = run("train.py", *TINY, "--data", cats, "--steps", 3, "--dtype", "fp32", flag, "--out", flag.strip("-"),
+                     cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert (", compiled, on cpu" in result.stdout) == (flag == "--compile")
+        losses[flag] = [float(x) for x in re.findall(r"\| loss ([\d.]+) \|", result.stdout)]
+    assert len(losses["--compile"]) == 3
+    assert losses["--compile"] == pytest.approx(losses["--no-compile"], abs=2e-4)  # printed to 4 decimals
+
+    no_compiler = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    result = run("train.py", *TINY, "--steps", 1, "--compile", cwd=tmp_path, env=no_compiler)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: --compile: torch.compile does not work here (" in result.stderr and "drop --compile" in result.stderr
 
 
 def test_resume_refuses_another_variant(tmp_path, cats):

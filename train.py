@@ -38,10 +38,10 @@ from torch.nn.parallel import DistributedDataParallel
 from data import get_batch, image_grid, load_images, number, output_folder
 from logbook import BINS, append_row, captioned, keep_up_to, plot_losses, read_frames, save_frames
 from lut import entry_usage, gram_image, lut_atlas, lut_figures
-from model import (DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS, LUTTransformer,
-                   autocast_for, available_device, best_device, default_preset, defaults, denoising_loss, draw_t,
-                   fast_dtype, load_checkpoint, load_weights, make_config, sample, save_atomically, save_checkpoint,
-                   steps_within)
+from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS,
+                   LUTTransformer, autocast_for, available_device, best_device, compile_problem, default_preset,
+                   defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights, make_config, sample,
+                   save_atomically, save_checkpoint, steps_within)
 from quality import seam_ratio
 
 
@@ -98,7 +98,8 @@ arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
     help="seed of weights, batches and noise (default: %(default)s)")
 arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
-arg("--compile", action="store_true", help="torch.compile the model")
+arg("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on for a "
+    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its half-minute of compiling; off otherwise)")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
@@ -148,6 +149,14 @@ for key, value in defaults(args.preset, args.lut).items():  # what the command l
     if getattr(args, key) is None and not (key == "steps" and args.minutes):  # a budget's steps: fix_steps
         setattr(args, key, value)
 args.dtype = args.dtype or fast_dtype(device)
+asked = args.compile  # --compile, --no-compile or None: then compile a budget long enough to pay for it
+args.compile = asked if asked is not None else (args.minutes or 0) >= COMPILE_MINUTES
+problem = compile_problem(device) if args.compile else None
+if problem:
+    if asked:
+        fail(f"--compile: {problem}; drop --compile")
+    log(f"compile: off, as {problem}")
+    args.compile = False
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
 try:
@@ -332,7 +341,7 @@ if master:
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
 log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes")
-    + f", batch {args.batch_size}, {args.dtype}, on {device}")
+    + f", batch {args.batch_size}, {args.dtype}{', compiled' if args.compile else ''}, on {device}")
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
