@@ -12,8 +12,9 @@ so slow that timing it would stall the run), and the training step is reported a
 Every figure is printed as soon as it is measured; the default run takes seconds on 2 CPU cores.
 The sampling time is for 64 images x model.SAMPLE_STEPS Euler steps, as sample.py takes them; every
 step is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled up.
-On a CPU with bf16 instructions (AVX512-BF16, AMX), --dtype bf16 --compile is the fastest path:
-docs/results.md has figures. --reference runs the post's model as published (fp32) against blog.
+train.py compiles a budget of 10 minutes or more (its default on a CPU), so --compile times the
+steps of a default training run; without it, the plain model. docs/results.md has figures.
+--reference runs the post's model as published (fp32) against blog.
 """
 import argparse
 import ast
@@ -241,7 +242,8 @@ def main():
     parser.add_argument("--lut", choices=list(HEADS), help="one head (default: all three)")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="autocast dtype (default: as train.py, bf16 "
                         "where the device runs it natively)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train.py --compile")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model, as train.py does for a --minutes budget of 10 or more")
     parser.add_argument("--steps", type=number(int, 1), default=3, help="timed training steps (the median is reported)")
     parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=number(int, 1),
