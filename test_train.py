@@ -235,8 +235,9 @@ def test_a_time_budget_takes_fewer_steps_when_the_machine_slows_down(tmp_path, c
 
 
 def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_path, cats):
-    """--compile: the same losses as the plain model (fp32, same seed). Without a C++ compiler
-    torch.compile cannot work on a CPU: then --compile stops in one line before training."""
+    """--compile: the same losses as the plain model (fp32, same seed). A long budget is compiled by
+    default, but not on a CPU held to AVX2. Without a C++ compiler torch.compile cannot work on a CPU:
+    then --compile stops in one line before training."""
     losses = {}
     for flag in ["--compile", "--no-compile"]:
         result = run("train.py", *TINY, "--data", cats, "--steps", 3, "--dtype", "fp32", flag, "--out", flag.strip("-"),
@@ -246,6 +247,15 @@ def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_pat
         losses[flag] = [float(x) for x in re.findall(r"\| loss ([\d.]+) \|", result.stdout)]
     assert len(losses["--compile"]) == 3
     assert losses["--compile"] == pytest.approx(losses["--no-compile"], abs=2e-4)  # printed to 4 decimals
+
+    # A budget of 10 minutes is compiled by default, but not where the CPU's vector code is only AVX2.
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes", "10"],
+                               cwd=tmp_path, env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}, stdout=subprocess.PIPE,
+                               text=True)
+    line = next(line for line in process.stdout if line.startswith("training "))
+    process.kill()
+    process.communicate()
+    assert "10 minutes" in line and "compiled" not in line
 
     no_compiler = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
     result = run("train.py", *TINY, "--steps", 1, "--compile", cwd=tmp_path, env=no_compiler)
