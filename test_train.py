@@ -211,9 +211,10 @@ def test_a_time_budget_times_again_over_the_warm_up(tmp_path, cats):
     assert f"step {counts[1][0]}/{counts[1][0]} |" in result.stdout
 
 
-def test_a_time_budget_takes_fewer_steps_when_the_machine_slows_down(tmp_path, cats):
-    """The process is frozen for 3 s of a 15 s budget after its count is fixed: at its next checkpoint
-    it times again, lowers the count and still ends within the budget."""
+def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
+    """The process is frozen for 3 s of a 15 s budget after its count is fixed: at its next checkpoints
+    it times again, lowers the count, raises it as the freeze weighs less in the pace, and ends within
+    the budget."""
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes", "0.25",
                                 "--warmup", "10", "--save-every", "20", "--sample-every", "100000"], cwd=tmp_path,
                                stdout=subprocess.PIPE, text=True)
@@ -227,11 +228,13 @@ def test_a_time_budget_takes_fewer_steps_when_the_machine_slows_down(tmp_path, c
     process.send_signal(signal.SIGCONT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0
-    counts = [int(n) for n in re.findall(r"budget 0.25 min: (\d+) steps", "".join(lines) + out)]
-    assert len(counts) >= 2 and counts[-1] < 0.9 * counts[0]  # lowered after the freeze
-    assert load(tmp_path / "out" / "ckpt.pt")["step"] == counts[-1]
+    count = re.compile(r"budget 0.25 min: (\d+) steps")
+    before, after = ([int(n) for n in count.findall(text)] for text in ("".join(lines), out))
+    assert after[-1] < 0.95 * before[-1]  # the freeze took a fifth of the budget: fewer steps
+    assert min(after) < after[-1]  # the first count after the freeze was too low: steps came back
+    assert load(tmp_path / "out" / "ckpt.pt")["step"] == after[-1]
     last_row = (tmp_path / "out" / "log.csv").read_text().splitlines()[-1].split(",")
-    assert int(last_row[0]) == counts[-1] and float(last_row[-1]) <= 0.25  # minutes since training began
+    assert int(last_row[0]) == after[-1] and float(last_row[-1]) <= 0.25  # minutes since training began
 
 
 def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_path, cats):

@@ -13,7 +13,7 @@ then a cosine decay), update the EMA weights.
 With --minutes, the run times a few steps first and sets the step count so that it ends, pictures and
 checkpoints included, within the budget; at the end of the learning-rate warm-up it times again, over
 the whole warm-up and fixes the count, which the checkpoint keeps; at each later checkpoint it times
-again and lowers the count if the machine has slowed down (never raises it). A budget of 10 minutes or more
+again and moves the count if the machine's speed has changed (by more than 1%). A budget of 10 minutes or more
 is torch.compiled on CUDA and on AVX-512 CPUs: half a minute of compiling, then faster steps.
 Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C);
 log.csv, one row per log line; and every --sample-every steps samples_<step>.png (EMA weights, fixed
@@ -101,7 +101,8 @@ arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
 arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on for a "
-    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its half-minute of compiling, on CUDA and AVX-512 CPUs)")
+    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its half-minute of compiling, on CUDA and "
+    "AVX-512 CPUs)")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
@@ -232,7 +233,7 @@ def save():
 # A --minutes run's first steps: some to warm up (caches, compiling), some timed for a first count. The
 # count is fixed at the end of the learning-rate warm-up (its rate does not depend on the count), timed
 # over all of it: 20 steps read the speed up to 8% too fast, and the run overshot its budget. After that
-# it can only fall, when the machine slows down (a 30-minute run on a shared CPU slowed by 12%).
+# it is timed again at every checkpoint, as the machine's speed changes (a shared CPU slowed by 12% in a run).
 UNTIMED, TIMED = 5, 20
 
 
@@ -316,10 +317,10 @@ def time_overheads():
     return picture_s, save_s
 
 
-def fix_steps(step_s, timed, picture_s, save_s, only_fewer=False):
+def fix_steps(step_s, timed, picture_s, save_s, again=False):
     """A --minutes run: set args.steps so that the run ends within the budget, from the seconds per
-    step measured (`timed` says over what) and the overheads of time_overheads; with only_fewer, lower
-    it if that takes off more than 1%, else keep it. Stored in the checkpoint, the count makes --resume
+    step measured (`timed` says over what) and the overheads of time_overheads; `again`: change the
+    count only if it moves by more than 1%. Stored in the checkpoint, the count makes --resume
     exact and never measures again."""
     costs = torch.tensor([time.time() - START, step_s, picture_s, save_s], device=device)
     if ddp:
@@ -328,7 +329,7 @@ def fix_steps(step_s, timed, picture_s, save_s, only_fewer=False):
     # 3% of the budget is kept for the imports before START and for a machine that slows down later.
     steps = steps_within(0.97 * 60 * args.minutes, elapsed, step, step_s, picture_s, save_s,
                          args.sample_every, args.save_every)
-    if only_fewer and steps > 0.99 * args.steps:
+    if again and abs(steps - args.steps) <= 0.01 * args.steps:
         return
     args.steps = steps
     log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.3f} s per step over {timed}, "
@@ -416,12 +417,14 @@ while args.steps is None or step < args.steps:
         stop_if(save_pictures() if master else None)
     if step % args.save_every == 0 or step == args.steps:
         stop_if(save())
-    if budget_run and step % args.save_every == 0 and step > max(args.warmup, start_step + UNTIMED + TIMED):
+    timed_before = max(args.warmup, start_step + UNTIMED + TIMED)  # the count was fixed by then
+    if budget_run and step % args.save_every == 0 and timed_before < step < args.steps:
         # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
-        # all steps since the untimed ones again, less the pictures and checkpoints, and take fewer steps.
+        # all steps since the untimed ones again, less the pictures and checkpoints (a machine that got
+        # faster again after a slow spell gets steps back).
         pace = (time.time() - t_timed) / (step - start_step - UNTIMED)
         fix_steps(pace - overheads[0] / args.sample_every - overheads[1] / args.save_every,
-                  f"steps {start_step + UNTIMED}-{step}", *overheads, only_fewer=True)
+                  f"steps {start_step + UNTIMED}-{step}", *overheads, again=True)
 
 if ddp:
     dist.barrier()  # leave together: a rank that tears down while another still talks to it aborts Gloo
