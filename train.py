@@ -320,8 +320,8 @@ def time_overheads():
 def fix_steps(step_s, timed, picture_s, save_s, again=False):
     """A --minutes run: set args.steps so that the run ends within the budget, from the seconds per
     step measured (`timed` says over what) and the overheads of time_overheads; `again`: change the
-    count only if it moves by more than 1%. Stored in the checkpoint, the count makes --resume
-    exact and never measures again."""
+    count only if it moves by more than 1%. Stored in the checkpoint, the count carries over to
+    --resume, which never measures again."""
     costs = torch.tensor([time.time() - START, step_s, picture_s, save_s], device=device)
     if ddp:
         dist.all_reduce(costs, op=dist.ReduceOp.MAX)  # every rank takes the same count: the slowest rank's
