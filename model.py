@@ -67,7 +67,7 @@ def default_preset(device):
 # preset's step count, as the post trained by steps (and a GPU runs it in minutes, not hours).
 DEFAULT_MINUTES = 30
 # A budget of at least this many minutes is torch.compiled by default: compiling the tiny model takes
-# 20-25 s on 2 CPU cores and makes each step 8-25% faster (docs/results.md), so it pays within minutes.
+# 20-25 s on a 2-core AVX512-BF16 CPU and makes each step 8-25% faster (docs/results.md): it pays within minutes.
 COMPILE_MINUTES = 10
 SAMPLE_STEPS = 40  # sample.py's default and train.py's pictures: as good as 128 evenly spaced steps (docs/results.md)
 
@@ -249,7 +249,7 @@ def available_device(name):
 def compile_problem(device):
     """Why torch.compile cannot run on this device, as one line, or None where it can. What fails
     depends on the machine (on a CPU, Inductor needs a C++ compiler; some Python versions are not
-    supported yet), so a tiny function is compiled and run to find out: 5-10 s."""
+    supported yet), so a tiny function is compiled and run to find out (5-10 s on a 2-core AVX512-BF16 CPU)."""
     try:
         torch.compile(lambda x: x * 2 + 1)(torch.ones(2, device=device))
     except Exception as e:  # whatever fails, the answer is the same: run the model as it is

@@ -58,7 +58,6 @@ def test_train_then_sample(tmp_path, cats):
     assert Image.open(tmp_path / "samples.gif").n_frames == 1 + 3  # the noise, then 3 steps
 
 
-
 def test_sample_dtype_fp32_is_the_plain_path_and_bf16_stays_close():
     torch.manual_seed(0)
     model = LUTTransformer(Config(width=32, depth=1, heads=2)).eval()
