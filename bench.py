@@ -10,8 +10,9 @@ Absolute timings drift on a shared machine, so the peak FLOP/s of a square matmu
 the same run, in fp32 and in bf16 where the device runs it natively (an emulated bf16 matmul is
 so slow that timing it would stall the run), and the training step is reported as a fraction of it.
 Every figure is printed as soon as it is measured; the default run takes seconds on 2 CPU cores.
-The sampling time is for 64 images x model.SAMPLE_STEPS Euler steps, as sample.py takes them; every
-step is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled up.
+The sampling time is for 64 images x model.SAMPLE_STEPS Heun steps, as sample.py takes them; every
+network call is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled
+up by the number of calls.
 train.py compiles a budget of 10 minutes or more (its default on a CPU), so --compile times the
 steps of a default training run; without it, the plain model. docs/results.md has figures.
 --reference runs the post's model as published (fp32) against blog.
@@ -35,7 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data import number, output_file
 from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device,
-                   compile_problem, default_preset, defaults, denoising_loss, fast_dtype, make_config, sample)
+                   compile_problem, default_preset, defaults, denoising_loss, fast_dtype, make_config,
+                   network_calls, sample)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
@@ -131,7 +133,7 @@ def bench_head(lut_name, args, device, peaks):
     with autocast:
         sample(run_model, noise, 1, "logit-normal")  # warm-up: under no_grad, a compiled model compiles anew
         seconds = timed(lambda: sample(run_model, noise, args.sample_steps, "logit-normal"), 1, device)[0]
-    sample_s = seconds * SAMPLE_STEPS / args.sample_steps
+    sample_s = seconds * network_calls(SAMPLE_STEPS) / network_calls(args.sample_steps)
 
     train_flops = 3 * flops_per_image(model)  # forward + backward, per image
     flops = train_flops * BATCH / step_s
@@ -247,7 +249,7 @@ def main():
     parser.add_argument("--steps", type=number(int, 1), default=3, help="timed training steps (the median is reported)")
     parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=number(int, 1),
-                        help="Euler steps timed, scaled to SAMPLE_STEPS (default: all on CUDA, else 4)")
+                        help="Heun steps timed, scaled to SAMPLE_STEPS (default: all on CUDA, else 4)")
     parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")

@@ -7,7 +7,8 @@ import torch
 
 from lut import gram_penalty, patchify
 from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, draw_t, load_checkpoint,
-                   load_weights, make_config, sample, save_atomically, save_checkpoint, steps_within, t_quantile)
+                   load_weights, make_config, network_calls, sample, save_atomically, save_checkpoint, steps_within,
+                   t_quantile)
 
 
 def small_config(lut, static_tokens=None):
@@ -102,10 +103,25 @@ def test_sampler_steps_to_the_99th_percentile_of_training_t_then_lands_on_the_pr
     assert len(frames) == 4 and torch.allclose(out, torch.full_like(out, 0.25))
     end = t_quantile("logit-normal", 0.99)
     assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3263)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_0.99)
-    assert Constant.seen == pytest.approx([0, end / 9, 4 * end / 9, end])  # t = end * s^2, s = 0, 1/3, 2/3, 1
+    # t = end * s^1.5, s = 0, 1/3, 2/3, 1: each Heun step asks at both ends, then one call at the end.
+    t1, t2 = end * (1 / 3) ** 1.5, end * (2 / 3) ** 1.5
+    assert Constant.seen == pytest.approx([0, t1, t1, t2, t2, end, end])
+    assert len(Constant.seen) == network_calls(4)
     # After the first step x is exactly the path point at the next t.
-    t1 = torch.full((2,), end / 9)
-    assert torch.allclose(frames[0], add_noise(torch.full_like(noise, 0.25), noise, t1), atol=1e-6)
+    assert torch.allclose(frames[0], add_noise(torch.full_like(noise, 0.25), noise, torch.full((2,), t1)), atol=1e-6)
+
+
+def test_sampler_is_second_order():
+    """A model that predicts x_hat = a x_t has an exact path: dx/dt = (a - 1) x / (1 - t) gives
+    x_t = noise (1 - t)^(1 - a). Heun's error falls about 4x when the steps double (Euler's 2x)."""
+    class Linear(torch.nn.Module):
+        def forward(self, x, t):
+            return 0.5 * x, None
+    noise = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    end = t_quantile("logit-normal", 0.99)
+    exact = 0.5 * noise * (1 - end) ** 0.5  # the last call's prediction at t = end
+    errors = [(sample(Linear(), noise, steps, "logit-normal") - exact).abs().max().item() for steps in (16, 32, 64)]
+    assert errors[0] < 0.01 and 3.5 < errors[0] / errors[1] < 5 and 3.5 < errors[1] / errors[2] < 5
 
 
 @pytest.mark.parametrize("how", ["uniform", "logit-normal"])

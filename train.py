@@ -14,8 +14,8 @@ With --minutes, the run times a few steps first and sets the step count so that 
 checkpoints included, within the budget; at the end of the learning-rate warm-up it times again, over
 the whole warm-up and fixes the count, which the checkpoint keeps; at each later checkpoint it times
 again and moves the count if the machine's speed has changed (by more than 1%). A budget of 10 minutes
-or more is torch.compiled on CUDA and on AVX-512 CPUs: 20-25 s of compiling on a 2-core AVX512-BF16
-CPU, then steps 8-25% faster.
+or more is torch.compiled on CUDA and on CPUs: 20-25 s of compiling on a 2-core CPU, then steps 7-25%
+faster.
 Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C);
 log.csv, one row per log line; and every --sample-every steps samples_<step>.png (EMA weights, fixed
 noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.png (entries by usage, most
@@ -43,8 +43,8 @@ from logbook import BINS, append_row, captioned, keep_up_to, plot_losses, read_f
 from lut import entry_usage, gram_image, lut_atlas, lut_figures
 from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS,
                    LUTTransformer, autocast_for, available_device, best_device, compile_problem, default_preset,
-                   defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights, make_config, sample,
-                   save_atomically, save_checkpoint, steps_within)
+                   defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights, make_config,
+                   network_calls, sample, save_atomically, save_checkpoint, steps_within)
 from quality import seam_ratio
 
 
@@ -102,8 +102,7 @@ arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
 arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on for a "
-    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its compiling, on CUDA and AVX-512 "
-    "CPUs)")
+    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its compiling, on CUDA and CPUs)")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
@@ -153,13 +152,10 @@ for key, value in defaults(args.preset, args.lut).items():  # what the command l
     if getattr(args, key) is None and not (key == "steps" and args.minutes):  # a budget's steps: fix_steps
         setattr(args, key, value)
 args.dtype = args.dtype or fast_dtype(device)
-# By default a budget long enough to pay for it is compiled, where that was tested: CUDA, and CPUs whose
-# vector code is AVX-512. On a CPU held to AVX2, PyTorch 2.13's compiled training step gave NaN at once
-# (docs/results.md); on MPS, Inductor is new.
-tested = device.type == "cuda" or (device.type == "cpu"
-                                   and torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
+# By default a budget long enough to pay for it is compiled where that was tested, CUDA and CPUs (AVX-512
+# and AVX2 alike); not on MPS, where Inductor is new.
 asked = args.compile  # --compile, --no-compile or None
-args.compile = asked if asked is not None else (args.minutes or 0) >= COMPILE_MINUTES and tested
+args.compile = asked if asked is not None else (args.minutes or 0) >= COMPILE_MINUTES and device.type != "mps"
 problem = compile_problem(device) if args.compile else None
 if problem:
     if asked:
@@ -231,10 +227,11 @@ def save():
         log(f"saved {ckpt_path} at step {step}")
 
 
-# A --minutes run's first steps: some to warm up (caches, compiling), some timed for a first count. The
-# count is fixed at the end of the learning-rate warm-up (its rate does not depend on the count), timed
-# over all of it: 20 steps read the speed up to 8% too fast, and the run overshot its budget. After that
-# it is timed again at every checkpoint, as the machine's speed changes (a shared CPU slowed by 12% in a run).
+# A run's first UNTIMED steps warm up (caches, compiling): no speed it prints or uses counts them. A
+# --minutes run times the next TIMED steps for a first count. The count is fixed at the end of the
+# learning-rate warm-up (its rate does not depend on the count), timed over all of it: 20 steps read the
+# speed up to 8% too fast, and the run overshot its budget. After that it is timed again at every
+# checkpoint, as the machine's speed changes (a shared CPU slowed by 12% in a run).
 UNTIMED, TIMED = 5, 20
 
 
@@ -302,13 +299,13 @@ def stop(problem):
 
 
 def time_overheads():
-    """The seconds of a picture (SAMPLE_STEPS forward passes of the EMA model on 64 images, one of them
+    """The seconds of a picture (the sampler's forward passes of the EMA model on 64 images, one of them
     timed, plus one pass's worth for the files it writes) and of a checkpoint (one written aside)."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
         start = time.time()
         ema(fixed_noise, torch.ones(64, device=device))
-        picture_s = (SAMPLE_STEPS + 1) * (time.time() - start)
+        picture_s = (network_calls(SAMPLE_STEPS) + 1) * (time.time() - start)
     save_s = 0.0
     if master:
         probe, start = Path(args.out) / "ckpt.pt.timing", time.time()
@@ -374,7 +371,7 @@ while args.steps is None or step < args.steps:
     decay = min(args.ema, (1 + step) / (10 + step))  # warm-up: early EMA follows the model closely
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
     step += 1
-    if budget_run and step == start_step + UNTIMED:
+    if step == start_step + UNTIMED:  # caches warm and the model compiled: speed is timed from here
         t_timed = time.time()
     if budget_run and step == start_step + UNTIMED + TIMED:
         probes_start = time.time()
@@ -398,7 +395,8 @@ while args.steps is None or step < args.steps:
                  f"Try a lower --lr, or --dtype fp32" + (", or --no-compile" if args.compile else ""))
         per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS].clamp_min(1)
         elapsed = time.time() - t_start
-        per_step = elapsed / (step - start_step)
+        timed = step - start_step - UNTIMED  # img/s and eta leave out the first steps' compiling
+        per_step = (time.time() - t_timed) / timed if timed > 0 else elapsed / (step - start_step)
         eta = f"eta {(args.steps - step) * per_step / 60:.1f} min" if args.steps else "timing the first steps"
         log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t "
             + " ".join(f"{v:.3f}" for v in per_bin.tolist())
