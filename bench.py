@@ -10,7 +10,7 @@ Absolute timings drift on a shared machine, so the peak FLOP/s of a square matmu
 the same run, in fp32 and in bf16 where the device runs it natively (an emulated bf16 matmul is
 so slow that timing it would stall the run), and the training step is reported as a fraction of it.
 Every figure is printed as soon as it is measured; the default run takes seconds on 2 CPU cores.
-The sampling time is for 64 images x model.SAMPLE_STEPS Heun steps, as sample.py takes them; every
+The sampling time is for 64 images x model.SAMPLE_STEPS steps, as sample.py takes them; every
 network call is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled
 up by the number of calls.
 train.py compiles a budget of 10 minutes or more (its default on a CPU), so --compile times the
@@ -249,7 +249,7 @@ def main():
     parser.add_argument("--steps", type=number(int, 1), default=3, help="timed training steps (the median is reported)")
     parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed training steps first")
     parser.add_argument("--sample-steps", type=number(int, 1),
-                        help="Heun steps timed, scaled to SAMPLE_STEPS (default: all on CUDA, else 4)")
+                        help="sampling steps timed, scaled to SAMPLE_STEPS (default: all on CUDA, else 4)")
     parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")

@@ -9,7 +9,7 @@ and t=0 pure noise, x_t = t x + (1 - t) noise; the network predicts the clean im
 (x-prediction, as in the post and in JiT).
 
 Also here: at the top, the table of every default setting; as in JiT's denoiser.py, the noise
-path, the training loss and the Euler sampler; at the end, saving and loading checkpoints.
+path, the training loss and the Heun sampler; at the end, saving and loading checkpoints.
 
 Usage:
     from model import make_config, LUTTransformer
@@ -69,7 +69,7 @@ DEFAULT_MINUTES = 30
 # A budget of at least this many minutes is torch.compiled by default: compiling the tiny model takes
 # 20-25 s on a 2-core x86 CPU and makes each step 7-25% faster (docs/results.md): it pays within minutes.
 COMPILE_MINUTES = 10
-SAMPLE_STEPS = 20  # Heun steps (39 network calls) for sample.py and train.py's pictures (docs/results.md)
+SAMPLE_STEPS = 20  # sample.py's and train.py's pictures: 19 Heun steps, 1 onto x_hat, 39 calls (docs/results.md)
 
 
 def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_every, save_every):
@@ -318,23 +318,25 @@ def denoising_loss(model, x, t, noise, autocast, loss="v", gram=0.0):
 
 @torch.no_grad()
 def sample(model, noise, steps, train_t_sampling, frames=None):
-    """Heun steps along the lerp path from t=0 (noise) to t=1 (image): network_calls(steps) calls.
+    """`steps` steps along the lerp path from t=0 (noise) to t=1 (image): Heun steps, then a last one
+    onto the prediction; network_calls(steps) calls of the model.
 
     Along the path dx_t/dt = x - noise = (x - x_t) / (1 - t), so with the prediction x_hat the
     velocity is v(x_t, t) = (x_hat - x_t) / (1 - t). An Euler step x <- x + v dt follows the
     velocity where it starts; Heun's step (as in EDM, Karras et al. 2022) takes that Euler step, asks
     the model again where it lands, and steps with the mean of the two velocities: second order, two
     calls a step. The steps run from t=0 up to the 99th percentile of the noise levels the model was
-    trained on, drawn as train_t_sampling says (draw_t; 0.74 for logit-normal); from there one last
-    call lands on x_hat itself. Above that level the model has hardly seen data, and stepping on
-    through it made samples over-contrasted, with clipped highlights. The `steps` levels are spaced
-    as t = end * s^1.5 for s evenly spaced in [0, 1], closer together near the noise, where each
-    sample's layout is decided: 20 such Heun steps beat 64 evenly spaced Euler steps (docs/results.md).
+    trained on, drawn as train_t_sampling says (draw_t; 0.74 for logit-normal); from there the last
+    step, an Euler step with dt = 1 - t, lands on x_hat itself (one call). Above that level the model has hardly seen data, and stepping on
+    through it made samples over-contrasted, with clipped highlights. The `steps` noise levels the
+    steps start from are spaced as t = end * s^1.5 for s evenly spaced in [0, 1], closer together
+    near the noise, where each sample's layout is decided: 20 steps so (39 calls) beat 64 evenly
+    spaced Euler steps (docs/results.md).
     If `frames` is a list, x after every step is appended.
     """
     def velocity(x, t):
         x_hat, _ = model(x, torch.full((len(x),), t, device=x.device))
-        return (x_hat.float() - x) / (1 - t)
+        return (x_hat.to(x.dtype) - x) / (1 - t)  # x_hat may be bf16 under autocast
 
     x = noise
     end = t_quantile(train_t_sampling, 0.99)
@@ -345,14 +347,14 @@ def sample(model, noise, steps, train_t_sampling, frames=None):
         x = x + (v + velocity(x_euler, t_next)) / 2 * (t_next - t)
         if frames is not None:
             frames.append(x)
-    x = model(x, torch.full((len(x),), times[-1], device=x.device))[0].float()  # the last step lands on x_hat
+    x = model(x, torch.full((len(x),), times[-1], device=x.device))[0].to(x.dtype)  # the last step lands on x_hat
     if frames is not None:
         frames.append(x)
     return x
 
 
 def network_calls(steps):
-    """Model calls of sample(steps): two for each Heun step, one for the last."""
+    """Model calls of sample(steps): two for each of the steps - 1 Heun steps, one for the last step."""
     return 2 * steps - 1
 
 

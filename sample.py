@@ -7,8 +7,8 @@ Usage:
     python sample.py out/ckpt.pt --compare data/cats   # 1024 samples: quality figures
 
 The model is rebuilt from the checkpoint's own config and runs with its EMA weights. The sampler
-(model.sample) takes --steps Heun steps (two network calls each) along the straight path from noise
-(t=0) to image (t=1).
+(model.sample) takes --steps steps along the straight path from noise (t=0) to image (t=1): Heun steps
+(two network calls each), then a last one onto the prediction.
 
 --compare DIR (a folder of real images, or "toy" for freshly drawn toy cats) prints the figures of
 quality.py: the sliced Wasserstein distance to as many real images of DIR next to its real-vs-real
@@ -84,7 +84,7 @@ def write(images, frames, out, png_dir, gif_path):
             image_grid(image[None]).save(Path(png_dir) / f"{i:05d}.png")
         print(f"wrote {len(images)} images to {png_dir}/")
     if frames is not None:
-        # The first 16 images: the starting noise, then one frame per Heun step.
+        # The first 16 images: the starting noise, then one frame per step.
         pictures = [image_grid(x[:16].float().cpu(), ncol=4, pad=2) for x in frames]
         durations = [80] * (len(pictures) - 1) + [2000]  # ms per frame; the cats stay up for 2 s
         pictures[0].save(gif_path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
@@ -102,7 +102,7 @@ def main():
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
     parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64, or 1024 with --compare)")
     parser.add_argument("--steps", type=number(int, 1), default=SAMPLE_STEPS,
-                        help="Heun sampling steps, two network calls each")
+                        help="sampling steps: Heun steps of two network calls, then one onto the prediction")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
     parser.add_argument("--out", default="samples.png", type=picture, help="grid of the first 64 images")
     parser.add_argument("--png-dir", type=output_folder,

@@ -14,8 +14,8 @@ With --minutes, the run times a few steps first and sets the step count so that 
 checkpoints included, within the budget; at the end of the learning-rate warm-up it times again, over
 the whole warm-up and fixes the count, which the checkpoint keeps; at each later checkpoint it times
 again and moves the count if the machine's speed has changed (by more than 1%). A budget of 10 minutes
-or more is torch.compiled on CUDA and on CPUs: 20-25 s of compiling on a 2-core CPU, then steps 7-25%
-faster.
+or more is torch.compiled on CUDA and on x86 CPUs: 20-25 s of compiling on a 2-core CPU, then steps
+7-25% faster.
 Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C);
 log.csv, one row per log line; and every --sample-every steps samples_<step>.png (EMA weights, fixed
 noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.png (entries by usage, most
@@ -102,7 +102,7 @@ arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
 arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on for a "
-    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its compiling, on CUDA and CPUs)")
+    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its compiling, on CUDA and x86 CPUs)")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
@@ -152,10 +152,12 @@ for key, value in defaults(args.preset, args.lut).items():  # what the command l
     if getattr(args, key) is None and not (key == "steps" and args.minutes):  # a budget's steps: fix_steps
         setattr(args, key, value)
 args.dtype = args.dtype or fast_dtype(device)
-# By default a budget long enough to pay for it is compiled where that was tested, CUDA and CPUs (AVX-512
-# and AVX2 alike); not on MPS, where Inductor is new.
+# By default a budget long enough to pay for it is compiled where that was tested: CUDA, and x86 CPUs
+# whose vector code is AVX-512 or AVX2 (not ARM CPUs, not MPS).
+tested = device.type == "cuda" or (device.type == "cpu"
+                                   and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
 asked = args.compile  # --compile, --no-compile or None
-args.compile = asked if asked is not None else (args.minutes or 0) >= COMPILE_MINUTES and device.type != "mps"
+args.compile = asked if asked is not None else (args.minutes or 0) >= COMPILE_MINUTES and tested
 problem = compile_problem(device) if args.compile else None
 if problem:
     if asked:
@@ -227,7 +229,8 @@ def save():
         log(f"saved {ckpt_path} at step {step}")
 
 
-# A run's first UNTIMED steps warm up (caches, compiling): no speed it prints or uses counts them. A
+# A run's first UNTIMED steps warm up (caches, compiling). The img/s and eta it prints leave them out
+# (but for a log line among them, which has nothing else to go by), and so do a budget's timings. A
 # --minutes run times the next TIMED steps for a first count. The count is fixed at the end of the
 # learning-rate warm-up (its rate does not depend on the count), timed over all of it: 20 steps read the
 # speed up to 8% too fast, and the run overshot its budget. After that it is timed again at every
