@@ -69,7 +69,7 @@ DEFAULT_MINUTES = 30
 # A budget of at least this many minutes is torch.compiled by default: compiling the tiny model takes
 # 20-25 s on a 2-core x86 CPU and makes each step 7-25% faster (docs/results.md): it pays within minutes.
 COMPILE_MINUTES = 10
-SAMPLE_STEPS = 20  # sample.py's and train.py's pictures: 19 Heun steps, 1 onto x_hat, 39 calls (docs/results.md)
+SAMPLE_STEPS = 18  # sample.py's and train.py's pictures: 17 Heun steps, 1 onto x_hat, 35 calls (docs/results.md)
 
 
 def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_every, save_every):
@@ -330,7 +330,7 @@ def sample(model, noise, steps, train_t_sampling, frames=None):
     step, an Euler step with dt = 1 - t, lands on x_hat itself (one call). Above that level the model has hardly seen data, and stepping on
     through it made samples over-contrasted, with clipped highlights. The `steps` noise levels the
     steps start from are spaced as t = end * s^1.5 for s evenly spaced in [0, 1], closer together
-    near the noise, where each sample's layout is decided: 20 steps so (39 calls) beat 64 evenly
+    near the noise, where each sample's layout is decided: 18 steps so (35 calls) beat 64 evenly
     spaced Euler steps (docs/results.md).
     If `frames` is a list, x after every step is appended.
     """
