@@ -67,7 +67,8 @@ def default_preset(device):
 # preset's step count, as the post trained by steps (and a GPU runs it in minutes, not hours).
 DEFAULT_MINUTES = 30
 # A budget of at least this many minutes is torch.compiled by default: compiling the tiny model takes
-# 20-25 s on a 2-core x86 CPU and makes each step 7-25% faster (docs/results.md): it pays within minutes.
+# 20-25 s on a 2-core AVX512-BF16 CPU and makes each step 8-25% faster there (4-13% held to AVX2; see
+# docs/results.md): it pays within minutes.
 COMPILE_MINUTES = 10
 SAMPLE_STEPS = 18  # sample.py's and train.py's pictures: 17 Heun steps, 1 onto x_hat, 35 calls (docs/results.md)
 
@@ -327,27 +328,27 @@ def sample(model, noise, steps, train_t_sampling, frames=None):
     the model again where it lands, and steps with the mean of the two velocities: second order, two
     calls a step. The steps run from t=0 up to the 99th percentile of the noise levels the model was
     trained on, drawn as train_t_sampling says (draw_t; 0.74 for logit-normal); from there the last
-    step, an Euler step with dt = 1 - t, lands on x_hat itself (one call). Above that level the model has hardly seen data, and stepping on
-    through it made samples over-contrasted, with clipped highlights. The `steps` noise levels the
-    steps start from are spaced as t = end * s^1.5 for s evenly spaced in [0, 1], closer together
-    near the noise, where each sample's layout is decided: 18 steps so (35 calls) beat 64 evenly
-    spaced Euler steps (docs/results.md).
+    step, an Euler step with dt = 1 - t, lands on x_hat itself (one call). Above that level the
+    model has hardly seen data, and stepping on through it made samples over-contrasted, with
+    clipped highlights. The `steps` noise levels the steps start from are spaced as t = end * s^1.5
+    for s evenly spaced in [0, 1], closer together near the noise, where each sample's layout is
+    decided: 18 steps so (35 calls) beat 64 evenly spaced Euler steps (docs/results.md).
     If `frames` is a list, x after every step is appended.
     """
-    def velocity(x, t):
-        x_hat, _ = model(x, torch.full((len(x),), t, device=x.device))
-        return (x_hat.to(x.dtype) - x) / (1 - t)  # x_hat may be bf16 under autocast
+    def predict(x, t):  # x_hat, in x's dtype (under autocast the model may answer in bf16)
+        return model(x, torch.full((len(x),), t, device=x.device))[0].to(x.dtype)
 
     x = noise
     end = t_quantile(train_t_sampling, 0.99)
     times = (end * torch.linspace(0, 1, steps) ** 1.5).tolist()
     for t, t_next in zip(times[:-1], times[1:]):
-        v = velocity(x, t)
+        v = (predict(x, t) - x) / (1 - t)
         x_euler = x + v * (t_next - t)
-        x = x + (v + velocity(x_euler, t_next)) / 2 * (t_next - t)
+        v_next = (predict(x_euler, t_next) - x_euler) / (1 - t_next)
+        x = x + (v + v_next) / 2 * (t_next - t)
         if frames is not None:
             frames.append(x)
-    x = model(x, torch.full((len(x),), times[-1], device=x.device))[0].to(x.dtype)  # the last step lands on x_hat
+    x = predict(x, times[-1])  # the last step lands on x_hat
     if frames is not None:
         frames.append(x)
     return x

@@ -14,8 +14,8 @@ With --minutes, the run times a few steps first and sets the step count so that 
 checkpoints included, within the budget; at the end of the learning-rate warm-up it times again, over
 the whole warm-up and fixes the count, which the checkpoint keeps; at each later checkpoint it times
 again and moves the count if the machine's speed has changed (by more than 1%). A budget of 10 minutes
-or more is torch.compiled on CUDA and on x86 CPUs: 20-25 s of compiling on a 2-core CPU, then steps
-7-25% faster.
+or more is torch.compiled on CUDA and on x86 CPUs: 20-25 s of compiling on a 2-core AVX512-BF16 CPU,
+then steps 8-25% faster (4-13% with that CPU held to AVX2).
 Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C);
 log.csv, one row per log line; and every --sample-every steps samples_<step>.png (EMA weights, fixed
 noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.png (entries by usage, most
@@ -337,6 +337,11 @@ def fix_steps(step_s, timed, picture_s, save_s, again=False):
         f"a picture {picture_s:.1f} s, a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
 
 
+def pace():
+    """Seconds per step since the first UNTIMED steps (t_timed), pictures and checkpoints included."""
+    return (time.time() - t_timed) / (step - start_step - UNTIMED)
+
+
 # Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
 interrupted = False
 
@@ -360,6 +365,7 @@ bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin si
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 budget_run = args.steps is None  # a --minutes run that has not fixed its step count yet (a resume has)
+
 while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
     t = draw_t(local_batch, args.t_sampling, generator).to(device)  # before the noise: an exact resume needs the order
@@ -377,12 +383,12 @@ while args.steps is None or step < args.steps:
     if step == start_step + UNTIMED:  # caches warm and the model compiled: speed is timed from here
         t_timed = time.time()
     if budget_run and step == start_step + UNTIMED + TIMED:
-        probes_start = time.time()
+        step_s, probes_start = pace(), time.time()
         overheads = time_overheads()  # measured once, for both counts
-        fix_steps((probes_start - t_timed) / TIMED, f"{TIMED} steps", *overheads)
+        fix_steps(step_s, f"{TIMED} steps", *overheads)
         t_timed += time.time() - probes_start  # the timing over the warm-up leaves out the probes
     if budget_run and step == args.warmup > start_step + UNTIMED + TIMED:
-        fix_steps((time.time() - t_timed) / (step - start_step - UNTIMED), "the warm-up", *overheads)
+        fix_steps(pace(), "the warm-up", *overheads)
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)
@@ -398,8 +404,8 @@ while args.steps is None or step < args.steps:
                  f"Try a lower --lr, or --dtype fp32" + (", or --no-compile" if args.compile else ""))
         per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS].clamp_min(1)
         elapsed = time.time() - t_start
-        timed = step - start_step - UNTIMED  # img/s and eta leave out the first steps' compiling
-        per_step = (time.time() - t_timed) / timed if timed > 0 else elapsed / (step - start_step)
+        # img/s and eta leave out the first steps' compiling, once there are steps after them
+        per_step = pace() if step > start_step + UNTIMED else elapsed / (step - start_step)
         eta = f"eta {(args.steps - step) * per_step / 60:.1f} min" if args.steps else "timing the first steps"
         log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t "
             + " ".join(f"{v:.3f}" for v in per_bin.tolist())
@@ -424,8 +430,7 @@ while args.steps is None or step < args.steps:
         # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
         # all steps since the untimed ones again, less the pictures and checkpoints (a machine that got
         # faster again after a slow spell gets steps back).
-        pace = (time.time() - t_timed) / (step - start_step - UNTIMED)
-        fix_steps(pace - overheads[0] / args.sample_every - overheads[1] / args.save_every,
+        fix_steps(pace() - overheads[0] / args.sample_every - overheads[1] / args.save_every,
                   f"steps {start_step + UNTIMED}-{step}", *overheads, again=True)
 
 if ddp:
