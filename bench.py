@@ -239,6 +239,7 @@ def bench_reference(args, device, dtypes):
 
 def main():
     parser = argparse.ArgumentParser(description="Benchmark training and sampling speed of the LUT transformer.",
+                                     usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, else tiny)")
     parser.add_argument("--lut", choices=list(HEADS), help="one head (default: all three)")

@@ -305,6 +305,7 @@ def download(dest, parts=(1,), base_url=DOWNLOAD_URL):
 
 def main():
     parser = argparse.ArgumentParser(description="Look at the training data, or download the real cat faces.",
+                                     usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
                                      epilog="example: python data.py --download data/cats && "
                                             "python data.py --preview cats.png --data data/cats")
     parser.add_argument("--preview", metavar="PNG", type=picture,

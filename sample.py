@@ -98,6 +98,7 @@ def real_images(path):
 
 def main():
     parser = argparse.ArgumentParser(description="Sample cat faces from a LUT cats checkpoint.",
+                                     usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
     parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64, or 1024 with --compare)")

@@ -61,6 +61,7 @@ def listing(table):
 
 parser = argparse.ArgumentParser(
     description="Train a LUT patch transformer on 64x64 cat faces.",
+    usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
     epilog=f"presets: {listing(PRESETS)}. heads: {listing(HEADS)}. "
            + listing({f"{lut} on {preset}": row for (preset, lut), row in PRESET_HEAD.items()}))
 arg = parser.add_argument
