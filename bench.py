@@ -13,8 +13,8 @@ Every figure is printed as soon as it is measured; the default run takes seconds
 The sampling time is for 64 images x model.SAMPLE_STEPS steps, as sample.py takes them; every
 network call is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled
 up by the number of calls.
-train.py compiles a budget of 10 minutes or more (its default on a CPU), so --compile times the
-steps of a default training run; without it, the plain model. docs/results.md has figures.
+On x86 CPUs and CUDA train.py compiles a budget of 10 minutes or more (a CPU's default is 30), so
+there --compile times the steps of a default training run; without it, the plain model. docs/results.md has figures.
 --reference runs the post's model as published (fp32) against blog.
 """
 import argparse
@@ -210,8 +210,9 @@ def bench_reference(args, device, dtypes):
     torch.manual_seed(0)
     ours = LUTTransformer(make_config("blog", "dynamic")).to(device)
     x = torch.randn(1, 3, 64, 64, device=device)
-    for name, model, flops in [("reference", reference, counted_flops(reference, x, torch.rand(1, 1, 1, 1))),
-                               ("blog dynamic", ours, counted_flops(ours, x, torch.rand(1)))]:
+    t = torch.rand(1, device=device)
+    for name, model, flops in [("reference", reference, counted_flops(reference, x, t.view(1, 1, 1, 1))),
+                               ("blog dynamic", ours, counted_flops(ours, x, t))]:
         print(f"{name:>12}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
               f"{flops / 1e9:.2f} GFLOP per image forward", flush=True)
     ema = copy.deepcopy(ours).requires_grad_(False)
@@ -239,16 +240,18 @@ def bench_reference(args, device, dtypes):
 
 def main():
     parser = argparse.ArgumentParser(description="Benchmark training and sampling speed of the LUT transformer.",
-                                     usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     usage=argparse.SUPPRESS)  # a bad flag: one line of error, no usage block
     parser.add_argument("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, else tiny)")
     parser.add_argument("--lut", choices=list(HEADS), help="one head (default: all three)")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="autocast dtype (default: as train.py, bf16 "
                         "where the device runs it natively)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model, as train.py does for a --minutes budget of 10 or more")
-    parser.add_argument("--steps", type=number(int, 1), default=3, help="timed training steps (the median is reported)")
-    parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed training steps first")
+                        help="torch.compile the model, as train.py does for a --minutes budget of 10 or more "
+                        "on x86 CPUs and CUDA")
+    parser.add_argument("--steps", type=number(int, 1), default=3,
+                        help="timed training steps, the median reported (default: %(default)s)")
+    parser.add_argument("--warmup", type=number(int, 0), default=1,
+                        help="untimed training steps first (default: %(default)s)")
     parser.add_argument("--sample-steps", type=number(int, 1),
                         help="sampling steps timed, scaled to SAMPLE_STEPS (default: all on CUDA, else 4)")
     parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")

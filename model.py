@@ -20,6 +20,7 @@ Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), th
 lut.py says, and the score layer at exactly zero. So at step 0 every patch gives its entries equal
 weight: the softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
 """
+import argparse
 import math
 import os
 from contextlib import nullcontext
@@ -236,14 +237,14 @@ def best_device():
 
 
 def available_device(name):
-    """--device's check: a device this machine has ("cpu", "cuda", "cuda:1", "mps"), else ValueError,
-    which argparse turns into one line naming the flag."""
+    """--device's `type=`: a device this machine has ("cpu", "cuda", "cuda:1", "mps"); else an error
+    that argparse prints in one line naming the flag."""
     try:
         kind = torch.device(name).type
     except RuntimeError:
-        raise ValueError(name) from None
+        raise argparse.ArgumentTypeError(f"{name} is not a device: give cpu, cuda, cuda:N or mps") from None
     if not {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind):
-        raise ValueError(name)
+        raise argparse.ArgumentTypeError(f"this machine has no {kind}: give {best_device()}, or leave --device out")
     return name
 
 

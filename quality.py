@@ -118,7 +118,7 @@ def copying_check(samples, train, real):
 def seam_ratio(images):
     """The mean squared difference of neighbouring pixels across an 8x8 patch border (pixel columns
     7|8, 15|16, ..., and the same rows) over that of neighbouring pixels inside a patch, for images
-    (N, 3, H, W). Real cat photos give about 1.06; samples whose patches do not join up give more."""
+    (N, 3, H, W). Real cat photos give 1.05-1.06; samples whose patches do not join up give more."""
     x = images.double()
     across, inside = [], []
     for diffs in (x.diff(dim=3), x.diff(dim=2).transpose(2, 3)):  # left-right pairs, then top-bottom ones
@@ -132,10 +132,12 @@ def seam_ratio(images):
 def compare(samples, real, train, seed=0, source="the real images"):
     """Print the report of sample.py --compare: SWD of the samples against real images next to its
     floor, the seam ratio of both, then the copying check. samples float (N, 3, 64, 64) in [-1, 1];
-    real and train uint8 (M, 3, 64, 64). Raises ValueError with fewer than 4 real images."""
+    real and train uint8 (M, 3, 64, 64). Raises ValueError with fewer than 4 real or 2 training images."""
     n = min(len(samples), len(real) // 2)  # the floor needs two disjoint sets of n real images
     if n < 2:
         raise ValueError(f"--compare needs at least 4 real images; {source} has {len(real)}")
+    if len(train) < 2:  # the copying check compares the nearest training image with the second nearest
+        raise ValueError(f"the copying check needs at least 2 training images; there are {len(train)}")
     if n < len(samples):
         print(f"warning: {source} has only {len(real)} images, so {n} samples are compared")
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))

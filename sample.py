@@ -4,7 +4,7 @@ Usage:
     python sample.py out/ckpt.pt                       # samples.png: an 8x8 grid, enlarged 2x
     python sample.py out/ckpt.pt --gif                 # also samples.gif: from noise to cat
     python sample.py out/ckpt.pt --n 256 --png-dir cats/   # one PNG per image
-    python sample.py out/ckpt.pt --compare data/cats   # 1024 samples: quality figures
+    python sample.py out/ckpt.pt --compare data/heldout   # 1024 samples: quality figures against real cats
 
 The model is rebuilt from the checkpoint's own config and runs with its EMA weights. The sampler
 (model.sample) takes --steps steps along the straight path from noise (t=0) to image (t=1): Heun steps
@@ -63,13 +63,13 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
     return torch.cat(chunks)
 
 
-def compare(samples, train_args, args):
-    """The --compare report (quality.py) against the real images of args.compare."""
+def compare_sets(train_args, args):
+    """--compare's real images and the training images of the copying check, read before sampling so
+    that a bad folder stops the run at once."""
     try:  # "toy": cats drawn with another seed than the training cats, so never trained on
         seed = train_args["seed"]
-        real = toy_cats(2 * len(samples), seed + 1) if args.compare == "toy" else load_images(args.compare)
-        train = load_images(args.train_data or train_args["data"], seed=seed)
-        quality.compare(samples, real, train, args.seed, source=args.compare)
+        real = toy_cats(2 * args.n, seed + 1) if args.compare == "toy" else load_images(args.compare)
+        return real, load_images(args.train_data or train_args["data"], seed=seed)
     except ValueError as e:
         fail(e)
 
@@ -98,14 +98,16 @@ def real_images(path):
 
 def main():
     parser = argparse.ArgumentParser(description="Sample cat faces from a LUT cats checkpoint.",
-                                     usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     usage=argparse.SUPPRESS)  # a bad flag: one line of error, no usage block
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
     parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64, or 1024 with --compare)")
     parser.add_argument("--steps", type=number(int, 1), default=SAMPLE_STEPS,
-                        help="sampling steps: Heun steps of two network calls, then one onto the prediction")
-    parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
-    parser.add_argument("--out", default="samples.png", type=picture, help="grid of the first 64 images")
+                        help="sampling steps: Heun steps of two network calls, then one onto the prediction "
+                        "(default: %(default)s)")
+    parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
+                        help="seed of the noise: the same seed, the same cats (default: %(default)s)")
+    parser.add_argument("--out", default="samples.png", type=picture,
+                        help="grid of the first 64 images (default: %(default)s)")
     parser.add_argument("--png-dir", type=output_folder,
                         help="also write every image as its own PNG into this folder")
     parser.add_argument("--gif", action="store_true", help="also write the sampling trajectory as a GIF")
@@ -119,7 +121,11 @@ def main():
     args = parser.parse_args()
     if args.n is None:
         args.n = 1024 if args.compare else 64
+    if args.train_data and not args.compare:
+        parser.error("argument --train-data: only --compare reads it; add --compare DIR")
     gif_path = Path(args.out).with_suffix(".gif")
+    if args.gif and gif_path == Path(args.out):
+        parser.error("argument --gif: --out is a .gif, where the GIF would overwrite the grid; give --out a .png")
     if args.gif:
         try:
             output_file(gif_path)
@@ -128,6 +134,7 @@ def main():
     device = torch.device(args.device or best_device())
 
     model, train_args = load_model(args.ckpt, device)
+    real, train = compare_sets(train_args, args) if args.compare else (None, None)
     frames = [] if args.gif else None
     images = generate(model, args.n, args.steps, args.seed, device, args.dtype or fast_dtype(device),
                       train_args["t_sampling"], frames)
@@ -136,7 +143,10 @@ def main():
     except OSError as e:  # a full disk, say
         fail(f"cannot write {e.filename or 'the pictures'}: {e.strerror or e}")
     if args.compare:
-        compare(images, train_args, args)
+        try:
+            quality.compare(images, real, train, args.seed, source=args.compare)
+        except ValueError as e:  # too few images to compare with
+            fail(e)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ def test_every_numeric_flag_is_in_the_table(script):
     ("sample.py", ["--gif", "--out", "adir/samples.png"],
      "argument --gif: adir/samples.gif is a folder; give a file name "
      "(the GIF's name is --out's, ending .gif)"),
+    ("sample.py", ["--gif", "--out", "s.gif"],
+     "argument --gif: --out is a .gif, where the GIF would overwrite the grid; give --out a .png"),
+    ("sample.py", ["--train-data", "adir"], "argument --train-data: only --compare reads it; add --compare DIR"),
     ("bench.py", ["--json", "nowhere/bench.json"], "argument --json: nowhere/bench.json: no folder nowhere"),
 ])
 def test_bad_paths_name_the_flag_and_the_problem(script, argv, message, tmp_path, capsys, monkeypatch):
@@ -85,6 +88,7 @@ def test_bad_paths_name_the_flag_and_the_problem(script, argv, message, tmp_path
     (tmp_path / "afile").write_text("")
     (tmp_path / "adir" / "samples.gif").mkdir(parents=True)
     monkeypatch.setattr(sys, "argv", [])
-    help = [] if "--gif" in argv else ["--help"]  # --gif's path is checked after parsing, before any work
+    # sample.py checks --gif and --train-data after parsing, before any work: no --help to stop it there
+    help = [] if script == "sample.py" and argv[0] in ("--gif", "--train-data") else ["--help"]
     assert run(script, *argv, *help) == 2
     assert capsys.readouterr().err.splitlines() == [f"{script}: error: {message}"]

@@ -168,7 +168,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     (["--resume"], "no checkpoint"),
     (["--min-lr", "2"], "argument --min-lr: 2 is not a number from 0 to 1"),
     (["--minutes", "5"], "--steps or --minutes, not both"),
-    (["--device", "gpu"], "argument --device: invalid available_device value: 'gpu'"),
+    (["--device", "gpu"], "argument --device: gpu is not a device: give cpu, cuda, cuda:N or mps"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
     result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)
@@ -270,11 +270,15 @@ def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_pat
     assert "error: --compile: torch.compile does not work here (" in result.stderr and "drop --compile" in result.stderr
 
 
-def test_resume_refuses_another_variant(tmp_path, cats):
+def test_resume_refuses_another_variant_and_a_finished_run(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--lut", "dynamic", "--steps", 1, cwd=tmp_path).returncode == 0
-    result = run("train.py", "--resume", "--lut", "softmax", cwd=tmp_path)
-    assert result.returncode == 1
-    assert "trained with --lut dynamic, not softmax" in result.stderr
+    for flags, message in [(["--lut", "softmax"], "was trained with --lut dynamic, not with --lut softmax"),
+                           (["--minutes", "5"], "was trained without --minutes, not with --minutes 5.0"),
+                           ([], "is at step 1 of 1: nothing to train; give a larger --steps to go on")]:
+        result = run("train.py", "--resume", *flags, cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [f"error: out/ckpt.pt {message}" + (
+            ": drop --" + flags[0][2:] + ", or use another --out for a new run" if flags else "")]
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):

@@ -7,9 +7,10 @@ Usage:
     python train.py --resume                       # continue out/ckpt.pt exactly where it stopped
     torchrun --nproc_per_node=4 train.py ...       # several GPUs (or CPU processes) with DDP
 
-One training step, as the post trains: draw t in [0, 1], make x_t = t x + (1 - t) noise, predict x,
-take the MSE to x (plus the Gram penalty), clip gradients, step AdamW (learning rate: linear warm-up,
-then a cosine decay), update the EMA weights.
+One training step: draw t in [0, 1] (JiT's logit-normal, leaning towards the noise; --t-sampling
+uniform as the post), make x_t = t x + (1 - t) noise, predict x, take the loss (JiT's: the error of
+the implied velocity; --loss x, the post's MSE to x) plus the Gram penalty, clip gradients, step
+AdamW (learning rate: linear warm-up, then a cosine decay), update the EMA weights.
 With --minutes, the run times a few steps first and sets the step count so that it ends, pictures and
 checkpoints included, within the budget; at the end of the learning-rate warm-up it times again, over
 the whole warm-up and fixes the count, which the checkpoint keeps; at each later checkpoint it times
@@ -38,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from data import get_batch, image_grid, load_images, number, output_folder
+from data import get_batch, image_grid, input_folder, load_images, number, output_folder
 from logbook import BINS, append_row, captioned, keep_up_to, plot_losses, read_frames, save_frames
 from lut import entry_usage, gram_image, lut_atlas, lut_figures
 from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS,
@@ -66,8 +67,8 @@ parser = argparse.ArgumentParser(
            + listing({f"{lut} on {preset}": row for (preset, lut), row in PRESET_HEAD.items()}))
 arg = parser.add_argument
 arg("--lut", default=DEFAULT_HEAD, choices=list(HEADS),
-    help="LUT head (default: %(default)s, the post's; with tanh the best on a CPU budget: docs/results.md)")
-arg("--data", help="folder of cat images (default: the built-in toy cats)")
+    help="LUT head (default: %(default)s, the post's headline head; the README's Results compare the three)")
+arg("--data", type=input_folder, help="folder of cat images (default: the built-in toy cats)")
 arg("--out", default="out", type=output_folder, help="folder for the checkpoint and pictures (default: %(default)s)")
 arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
 arg("--width", type=number(int, 1), help="override the preset's width")
@@ -128,8 +129,12 @@ if args.resume:
     for key, value in saved.items():
         if key != "steps" and getattr(args, key) != value:
             flag = "--" + key.replace("_", "-")
-            fail(f"{ckpt_path} was trained with {flag} {value}, not {getattr(args, key)}: "
+            trained = f"with {flag} {value}" if value is not None else f"without {flag}"
+            fail(f"{ckpt_path} was trained {trained}, not with {flag} {getattr(args, key)}: "
                  f"drop {flag}, or use another --out for a new run")
+    if args.steps is not None and args.steps <= checkpoint["step"]:
+        fail(f"{ckpt_path} is at step {checkpoint['step']} of {args.steps}: nothing to train; "
+             f"give a larger --steps to go on")
 
 ddp = "RANK" in os.environ  # launched by torchrun
 rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
