@@ -92,8 +92,6 @@ def load_folder(path, cache_dir="data/cache"):
     if not raw:
         raise ValueError(f"no readable images in {folder}: all {len(files)} image files failed to decode")
     images = bytes_to_images(raw, len(files) - len(skipped))
-    if len(images) < 64:
-        print(f"warning: only {len(images)} images in {folder}; the model will memorise them", file=sys.stderr)
     save_atomically(images, cache_file)
     return images
 

@@ -129,15 +129,22 @@ def seam_ratio(images):
 
 
 # ----------------------------------------------------------------------------- the report
-def compare(samples, real, train, seed=0, source="the real images"):
-    """Print the report of sample.py --compare: SWD of the samples against real images next to its
-    floor, the seam ratio of both, then the copying check. samples float (N, 3, 64, 64) in [-1, 1];
-    real and train uint8 (M, 3, 64, 64). Raises ValueError with fewer than 4 real or 2 training images."""
-    n = min(len(samples), len(real) // 2)  # the floor needs two disjoint sets of n real images
-    if n < 2:
+def check_sets(n_samples, real, train, source="the real images"):
+    """What compare needs, checked by sample.py before it samples: ValueError, in one line, if unmet."""
+    if n_samples < 2:  # SWD compares sets
+        raise ValueError("--compare needs at least 2 samples; give --n 2 or more")
+    if len(real) < 4:  # the floor needs two disjoint sets of at least 2 real images
         raise ValueError(f"--compare needs at least 4 real images; {source} has {len(real)}")
     if len(train) < 2:  # the copying check compares the nearest training image with the second nearest
         raise ValueError(f"the copying check needs at least 2 training images; there are {len(train)}")
+
+
+def compare(samples, real, train, seed=0, source="the real images"):
+    """Print the report of sample.py --compare: SWD of the samples against real images next to its
+    floor, the seam ratio of both, then the copying check. samples float (N, 3, 64, 64) in [-1, 1];
+    real and train uint8 (M, 3, 64, 64), as check_sets allows."""
+    check_sets(len(samples), real, train, source)
+    n = min(len(samples), len(real) // 2)  # the floor needs two disjoint sets of n real images
     if n < len(samples):
         print(f"warning: {source} has only {len(real)} images, so {n} samples are compared")
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))

@@ -64,12 +64,14 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
 
 
 def compare_sets(train_args, args):
-    """--compare's real images and the training images of the copying check, read before sampling so
-    that a bad folder stops the run at once."""
+    """--compare's real images and the training images of the copying check, read and checked before
+    sampling, so that a bad folder stops the run at once."""
     try:  # "toy": cats drawn with another seed than the training cats, so never trained on
         seed = train_args["seed"]
         real = toy_cats(2 * args.n, seed + 1) if args.compare == "toy" else load_images(args.compare)
-        return real, load_images(args.train_data or train_args["data"], seed=seed)
+        train = load_images(args.train_data or train_args["data"], seed=seed)
+        quality.check_sets(args.n, real, train, source=args.compare)
+        return real, train
     except ValueError as e:
         fail(e)
 
@@ -143,10 +145,7 @@ def main():
     except OSError as e:  # a full disk, say
         fail(f"cannot write {e.filename or 'the pictures'}: {e.strerror or e}")
     if args.compare:
-        try:
-            quality.compare(images, real, train, args.seed, source=args.compare)
-        except ValueError as e:  # too few images to compare with
-            fail(e)
+        quality.compare(images, real, train, args.seed, source=args.compare)
 
 
 if __name__ == "__main__":

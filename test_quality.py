@@ -106,11 +106,13 @@ def test_seam_ratio_equals_a_slow_loop_on_a_tiny_image():
     assert seam_ratio(image) == pytest.approx(expected, rel=1e-12)
 
 
-def test_compare_needs_four_real_and_two_training_images(cats, capsys):
+def test_compare_needs_two_samples_four_real_and_two_training_images(cats, capsys):
     uint8 = ((cats[0] + 1) * 127.5).round().to(torch.uint8)
     with pytest.raises(ValueError, match="at least 4 real images; DIR has 3"):
         compare(cats[1][:8], uint8[:3], uint8, source="DIR")
     with pytest.raises(ValueError, match="at least 2 training images; there are 1"):
         compare(cats[1][:8], uint8, uint8[:1], source="DIR")
+    with pytest.raises(ValueError, match="at least 2 samples; give --n 2 or more"):
+        compare(cats[1][:1], uint8, uint8, source="DIR")
     compare(cats[1][:8], uint8[:5], uint8, source="DIR")
     assert "DIR has only 5 images, so 2 samples are compared" in capsys.readouterr().out

@@ -45,6 +45,7 @@ def test_train_then_sample(tmp_path, cats):
     result = run("train.py", *TINY, "--steps", 3, "--data", cats, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "step 3/3 | loss" in result.stdout
+    assert f"warning: only 8 images in {cats}; the model will memorise them" in result.stdout
     checkpoint = load(tmp_path / "out" / "ckpt.pt")
     assert checkpoint["step"] == 3 and checkpoint["config"]["width"] == 32
     assert (tmp_path / "out" / "samples_000003.png").exists() and (tmp_path / "out" / "lut.png").exists()
@@ -144,6 +145,20 @@ def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "ckpt.pt", "log.csv", "lut.csv", "samples_000003.png"]
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 2
+
+
+def test_ctrl_c_before_training_stops_in_one_line(tmp_path):
+    # Without --data the run first draws 10,000 toy cats (seconds): the signal comes while it does,
+    # after the "preset:" line that a run without --preset prints first.
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY[2:], "--steps", "1"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("preset:"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.splitlines()[-1] == "interrupted before the first step: nothing to save" and "Traceback" not in err
 
 
 def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
@@ -319,6 +334,18 @@ def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):
     assert errors == ["error: cannot write to out at step 2: No space left on device; stopped, and no checkpoint "
                       "was saved yet. Free some space, then start again"]
     assert "step 3/" not in result.stdout and not list((tmp_path / "out").glob("*.tmp*"))
+
+
+def test_compare_checks_its_folders_before_sampling(tmp_path, cats):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
+    three = tmp_path / "three"
+    three.mkdir()
+    for picture in sorted(cats.glob("*.png"))[:3]:
+        (three / picture.name).write_bytes(picture.read_bytes())
+    result = run("sample.py", "out/ckpt.pt", "--compare", three, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"error: --compare needs at least 4 real images; {three} has 3"
+    assert not (tmp_path / "samples.png").exists()  # stopped before sampling
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])

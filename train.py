@@ -116,6 +116,15 @@ OWN = {"out", "log_every", "sample_every", "save_every", "device", "compile", "r
 
 # ----------------------------------------------------------------------------- setup
 START = time.time()  # a --minutes budget counts from here
+
+
+def stop_before_training(signum, frame):
+    """Ctrl-C during the setup: nothing is trained yet, so nothing to save, and no traceback."""
+    print("\ninterrupted before the first step: nothing to save", file=sys.stderr)  # after any progress line
+    sys.exit(130)
+
+
+signal.signal(signal.SIGINT, stop_before_training)  # until the training loop's own handler
 ckpt_path = Path(args.out) / "ckpt.pt"
 checkpoint = None
 if args.resume:
@@ -180,6 +189,8 @@ try:
 except (ValueError, OSError) as e:  # OSError: the image cache could not be written
     fail(e)
 log(f"data: {len(images)} images from {args.data or 'the built-in toy cats'}")
+if len(images) < 64:
+    log(f"warning: only {len(images)} images in {args.data}; the model will memorise them")
 
 torch.manual_seed(args.seed)  # the same initial weights on every rank
 model = LUTTransformer(cfg).to(device)
