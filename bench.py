@@ -13,8 +13,9 @@ Every figure is printed as soon as it is measured; the default run takes seconds
 The sampling time is for 64 images x model.SAMPLE_STEPS steps, as sample.py takes them; every
 network call is one identical forward pass, so on CPU it is timed over --sample-steps steps and scaled
 up by the number of calls.
-On x86 CPUs and CUDA train.py compiles a budget of 10 minutes or more (a CPU's default is 30), so
-there --compile times the steps of a default training run; without it, the plain model. docs/results.md has figures.
+train.py compiles a --minutes budget of 10 or more on x86 CPUs and CUDA; a CPU's default run is a
+30-minute budget, so there --compile times the steps of a default training run; without it, the
+plain model. docs/results.md has figures.
 --reference runs the post's model as published (fp32) against blog.
 """
 import argparse

@@ -136,7 +136,7 @@ def check_sets(n_samples, real, train, source="the real images"):
     if len(real) < 4:  # the floor needs two disjoint sets of at least 2 real images
         raise ValueError(f"--compare needs at least 4 real images; {source} has {len(real)}")
     if len(train) < 2:  # the copying check compares the nearest training image with the second nearest
-        raise ValueError(f"the copying check needs at least 2 training images; there are {len(train)}")
+        raise ValueError(f"the copying check needs at least 2 training images, not {len(train)}: give --train-data DIR")
 
 
 def compare(samples, real, train, seed=0, source="the real images"):

@@ -110,7 +110,7 @@ def test_compare_needs_two_samples_four_real_and_two_training_images(cats, capsy
     uint8 = ((cats[0] + 1) * 127.5).round().to(torch.uint8)
     with pytest.raises(ValueError, match="at least 4 real images; DIR has 3"):
         compare(cats[1][:8], uint8[:3], uint8, source="DIR")
-    with pytest.raises(ValueError, match="at least 2 training images; there are 1"):
+    with pytest.raises(ValueError, match="at least 2 training images, not 1: give --train-data DIR"):
         compare(cats[1][:8], uint8, uint8[:1], source="DIR")
     with pytest.raises(ValueError, match="at least 2 samples; give --n 2 or more"):
         compare(cats[1][:1], uint8, uint8, source="DIR")

@@ -296,6 +296,17 @@ def test_resume_refuses_another_variant_and_a_finished_run(tmp_path, cats):
             ": drop --" + flags[0][2:] + ", or use another --out for a new run" if flags else "")]
 
 
+def test_resume_elsewhere_names_the_checkpoints_data_folder(tmp_path, cats):
+    (tmp_path / "mine").mkdir()
+    for picture in cats.glob("*.png"):
+        (tmp_path / "mine" / picture.name).write_bytes(picture.read_bytes())
+    assert run("train.py", *TINY, "--data", "mine", "--steps", 1, cwd=tmp_path).returncode == 0
+    (tmp_path / "elsewhere").mkdir()
+    result = run("train.py", "--resume", "--steps", 2, "--out", "../out", cwd=tmp_path / "elsewhere")
+    assert result.stderr.splitlines() == [
+        "error: ../out/ckpt.pt was trained on mine, which is no folder from here: resume where the run began"]
+
+
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--steps", 2, cwd=tmp_path).returncode == 0
     good = (tmp_path / "out" / "ckpt.pt").read_bytes()

@@ -120,7 +120,8 @@ START = time.time()  # a --minutes budget counts from here
 
 def stop_before_training(signum, frame):
     """Ctrl-C during the setup: nothing is trained yet, so nothing to save, and no traceback."""
-    print("\ninterrupted before the first step: nothing to save", file=sys.stderr)  # after any progress line
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+        print("\ninterrupted before the first step: nothing to save", file=sys.stderr)  # \n: after any progress
     sys.exit(130)
 
 
@@ -133,6 +134,8 @@ if args.resume:
     except ValueError as e:
         fail(e)
     saved = {k: v for k, v in checkpoint["args"].items() if k not in OWN}
+    if saved["data"] and not Path(saved["data"]).is_dir():  # else argparse would blame a --data never given
+        fail(f"{ckpt_path} was trained on {saved['data']}, which is no folder from here: resume where the run began")
     parser.set_defaults(**saved)  # parsed again with the checkpoint's settings as defaults, a flag
     args = parser.parse_args()    # may set more --steps, and repeat any other setting but not change it
     for key, value in saved.items():
