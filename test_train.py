@@ -296,6 +296,16 @@ def test_resume_refuses_another_variant_and_a_finished_run(tmp_path, cats):
             ": drop --" + flags[0][2:] + ", or use another --out for a new run" if flags else "")]
 
 
+def test_a_new_run_never_overwrites_a_checkpoint(tmp_path, cats):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
+    saved = (tmp_path / "out" / "ckpt.pt").read_bytes()
+    result = run("train.py", *TINY, "--data", cats, "--steps", 2, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: out/ckpt.pt holds an earlier run: continue it with --resume, or give a new run another --out"]
+    assert (tmp_path / "out" / "ckpt.pt").read_bytes() == saved
+
+
 def test_resume_elsewhere_names_the_checkpoints_data_folder(tmp_path, cats):
     (tmp_path / "mine").mkdir()
     for picture in cats.glob("*.png"):
@@ -308,11 +318,13 @@ def test_resume_elsewhere_names_the_checkpoints_data_folder(tmp_path, cats):
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
-    assert run("train.py", *TINY, "--data", cats, "--steps", 2, cwd=tmp_path).returncode == 0
+    assert run("train.py", *TINY, "--data", cats, "--steps", 2, "--warmup", 0, cwd=tmp_path).returncode == 0
+    # Resumed with a learning rate of 1e39, which overflows fp32: its first step makes the weights infinite
+    checkpoint = load(tmp_path / "out" / "ckpt.pt")
+    checkpoint["args"]["lr"] = 1e39
+    torch.save(checkpoint, tmp_path / "out" / "ckpt.pt")
     good = (tmp_path / "out" / "ckpt.pt").read_bytes()
-    # 1e39 passes the check of --lr but overflows fp32: the first step makes the weights infinite
-    result = run("train.py", *TINY, "--data", cats, "--steps", 5, "--lr", "1e39", "--warmup", 0, "--save-every", 1,
-                 cwd=tmp_path)
+    result = run("train.py", "--resume", "--steps", 5, "--save-every", 1, cwd=tmp_path)
     assert result.returncode == 1
     assert "left as it was" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "out" / "ckpt.pt").read_bytes() == good

@@ -128,6 +128,8 @@ def stop_before_training(signum, frame):
 signal.signal(signal.SIGINT, stop_before_training)  # until the training loop's own handler
 ckpt_path = Path(args.out) / "ckpt.pt"
 checkpoint = None
+if not args.resume and ckpt_path.exists():  # a new run would overwrite it
+    fail(f"{ckpt_path} holds an earlier run: continue it with --resume, or give a new run another --out")
 if args.resume:
     try:
         checkpoint = load_checkpoint(ckpt_path)
