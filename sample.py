@@ -126,9 +126,9 @@ def main():
     if args.train_data and not args.compare:
         parser.error("argument --train-data: only --compare reads it; add --compare DIR")
     gif_path = Path(args.out).with_suffix(".gif")
-    if args.gif and Path(args.out).suffix.lower() == ".gif":
-        parser.error("argument --gif: --out is a .gif, where the GIF would overwrite the grid; give --out a .png")
     if args.gif:
+        if Path(args.out).suffix.lower() == ".gif":
+            parser.error("argument --gif: --out is a .gif, where the GIF would overwrite the grid; give --out a .png")
         try:
             output_file(gif_path)
         except argparse.ArgumentTypeError as e:

@@ -126,7 +126,8 @@ def stop_before_training(signum, frame):
 
 
 signal.signal(signal.SIGINT, stop_before_training)  # until the training loop's own handler
-ckpt_path = Path(args.out) / "ckpt.pt"
+out = Path(args.out)
+ckpt_path = out / "ckpt.pt"
 checkpoint = None
 if not args.resume and ckpt_path.exists():  # a new run would overwrite it
     fail(f"{ckpt_path} holds an earlier run: continue it with --resume, or give a new run another --out")
@@ -260,9 +261,6 @@ def save():
 UNTIMED, TIMED = 5, 20
 
 
-out = Path(args.out)
-
-
 def save_pictures():
     """Samples from the EMA weights with fixed noise, and what the LUT is doing as the last sampling step
     paints them: lut.png and gram.png (the first sample's LUT, if dynamic; entries by usage, most used
@@ -333,7 +331,7 @@ def time_overheads():
         picture_s = (network_calls(SAMPLE_STEPS) + 1) * (time.time() - start)
     save_s = 0.0
     if master:
-        probe, start = Path(args.out) / "ckpt.pt.timing", time.time()
+        probe, start = out / "ckpt.pt.timing", time.time()
         save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world, step, vars(args))
         save_s = time.time() - start
         probe.unlink()
@@ -387,7 +385,6 @@ bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin si
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 budget_run = args.steps is None  # a --minutes run that has not fixed its step count yet (a resume has)
-
 while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
     t = draw_t(local_batch, args.t_sampling, generator).to(device)  # before the noise: an exact resume needs the order
