@@ -69,6 +69,7 @@ def compare_sets(train_args, args):
     try:  # "toy": cats drawn with another seed than the training cats, so never trained on
         seed = train_args["seed"]
         real = toy_cats(2 * args.n, seed + 1) if args.compare == "toy" else load_images(args.compare)
+        quality.check_sets(args.n, real, source=args.compare)  # before the training images, slower to read
         train = load_images(args.train_data or train_args["data"], seed=seed)
         quality.check_sets(args.n, real, train, source=args.compare)
         return real, train

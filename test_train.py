@@ -175,6 +175,21 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     assert 2 <= checkpoint["step"] < 100000
 
 
+def test_ctrl_c_in_the_last_interval_ends_the_run_as_planned(tmp_path, cats):
+    # The next log step is the last: the run finishes, with its final pictures, rather than stopping there
+    # without them (and a resume would have nothing left to train).
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--steps", "300",
+                                "--log-every", "150"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("step 150/"):
+            break
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0 and "interrupted" not in out
+    assert load(tmp_path / "out" / "ckpt.pt")["step"] == 300
+    assert (tmp_path / "out" / "samples_000300.png").exists()
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--lut", "dynamic", "--static-tokens", "0"], "static token"),
     (["--lut", "sigmoid"], "invalid choice: 'sigmoid'"),
@@ -365,7 +380,9 @@ def test_compare_checks_its_folders_before_sampling(tmp_path, cats):
     three.mkdir()
     for picture in sorted(cats.glob("*.png"))[:3]:
         (three / picture.name).write_bytes(picture.read_bytes())
-    result = run("sample.py", "out/ckpt.pt", "--compare", three, cwd=tmp_path)
+    empty = tmp_path / "empty"  # the training images are read after the real ones pass, so never here
+    empty.mkdir()
+    result = run("sample.py", "out/ckpt.pt", "--compare", three, "--train-data", empty, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == f"error: --compare needs at least 4 real images; {three} has 3"
     assert not (tmp_path / "samples.png").exists()  # stopped before sampling

@@ -436,7 +436,7 @@ while args.steps is None or step < args.steps:
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
-        if stats[-1] > 0:
+        if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
             log("interrupted: saving and stopping")
             stop_if(save())
             sys.exit(130)
