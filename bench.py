@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from data import number, output_file
 from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device,
                    compile_problem, default_preset, defaults, denoising_loss, fast_dtype, make_config,
-                   network_calls, sample)
+                   network_calls, sample, synchronize)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
@@ -79,12 +79,10 @@ def timed(fn, repeats, device):
     """Seconds of each of `repeats` calls of fn, as a list."""
     seconds = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -132,14 +130,14 @@ def bench_head(lut_name, args, device, peaks):
 
     noise = torch.randn(BATCH, 3, 64, 64, device=device)
     with autocast:
-        sample(run_model, noise, 1, "logit-normal")  # warm-up: under no_grad, a compiled model compiles anew
-        seconds = timed(lambda: sample(run_model, noise, args.sample_steps, "logit-normal"), 1, device)[0]
+        sample(model, noise, 1, "logit-normal")  # warm-up; the plain model, as sample.py runs it
+        seconds = timed(lambda: sample(model, noise, args.sample_steps, "logit-normal"), 1, device)[0]
     sample_s = seconds * network_calls(SAMPLE_STEPS) / network_calls(args.sample_steps)
 
     train_flops = 3 * flops_per_image(model)  # forward + backward, per image
     flops = train_flops * BATCH / step_s
-    memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"  # ru_maxrss is in KiB on Linux
-              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"  # ru_maxrss: KiB on Linux, bytes on macOS
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
     return {"lut": lut_name, "step_ms": 1e3 * step_s, "img_per_s": BATCH / step_s,
             "train_gflop_per_img": train_flops / 1e9, "tflop_per_s": flops / 1e12,
             "vs_fp32_peak": flops / peaks["fp32"], "vs_bf16_peak": flops / peaks["bf16"] if "bf16" in peaks else None,

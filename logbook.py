@@ -65,8 +65,8 @@ def save_frames(out, frames):
     if not frames:  # a new run in an old folder
         (out / "progress.gif").unlink(missing_ok=True)
         return
-    save_atomically(frames, out / "progress.gif", write=lambda frames, path: frames[0].save(
-        path, format="GIF", save_all=True, append_images=frames[1:], duration=400, loop=0))
+    save_atomically(frames, out / "progress.gif", write=lambda frames, file: frames[0].save(
+        file, format="GIF", save_all=True, append_images=frames[1:], duration=400, loop=0))
 
 
 def captioned(grid, text):

@@ -105,12 +105,12 @@ class Config:
     def __post_init__(self):
         if self.lut not in HEADS:
             raise ValueError(f"unknown LUT head '{self.lut}': choose one of {', '.join(HEADS)}")
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if self.width % self.heads or self.width % 4:  # 4: sin and cos of the row and the column
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads} and by 4")
         if self.img_size % PATCH:
             raise ValueError(f"image size {self.img_size} must be a multiple of the patch size {PATCH}")
-        if min(self.width, self.depth, self.heads, self.dict_size) < 1 or self.static_tokens < 0:
-            raise ValueError("width, depth, heads and dict size must be positive, static tokens >= 0")
+        if min(self.width, self.depth, self.heads) < 1 or self.dict_size < 2 or self.static_tokens < 0:
+            raise ValueError("width, depth and heads must be positive, dict size 2 or more, static tokens >= 0")
         if self.lut == "dynamic" and (self.static_tokens < 1 or self.dict_size % self.static_tokens):
             raise ValueError(f"the dynamic head builds dict_size / static_tokens LUT entries from each "
                              f"static token: give a --static-tokens that divides --dict-size "
@@ -213,7 +213,8 @@ class LUTTransformer(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
         nn.init.zeros_(self.to_scores.weight)  # equal weights at the start (see docstring)
-        self.lut_head = make_head(cfg.lut, cfg.dict_size, cfg.width, cfg.static_tokens)  # initialises its own LUT
+        # After the loop above: the head initialises its own layers and LUT, which that 0.02 would shrink
+        self.lut_head = make_head(cfg.lut, cfg.dict_size, cfg.width, cfg.static_tokens)
         print(f"parameters: {sum(p.numel() for p in self.parameters()) / 1e6:.1f}M")
 
     def forward(self, x_t, t):
@@ -240,12 +241,25 @@ def available_device(name):
     """--device's `type=`: a device this machine has ("cpu", "cuda", "cuda:1", "mps"); else an error
     that argparse prints in one line naming the flag."""
     try:
-        kind = torch.device(name).type
+        device = torch.device(name)
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"{name} is not a device: give cpu, cuda, cuda:N or mps") from None
+    kind = device.type
     if not {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind):
         raise argparse.ArgumentTypeError(f"this machine has no {kind}: give {best_device()}, or leave --device out")
+    if kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        last = torch.cuda.device_count() - 1
+        raise argparse.ArgumentTypeError(f"this machine has no {name}: give cuda:0 to cuda:{last}")
     return name
+
+
+def synchronize(device):
+    """Wait for the work queued on a GPU (CUDA and MPS run asynchronously), so that a clock read next
+    times it; a CPU has nothing queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def compile_problem(device):
@@ -265,10 +279,10 @@ def autocast_for(device, dtype):
 
 
 def fast_dtype(device):
-    """bf16 where the hardware runs it natively, so faster than fp32: CUDA, and CPUs with AVX512-BF16
-    or AMX. Elsewhere bf16 is emulated and slower, so fp32."""
+    """bf16 where the hardware runs it natively, so faster than fp32: CUDA GPUs from Ampere on, and CPUs
+    with AVX512-BF16 or AMX. Elsewhere bf16 is emulated and slower, so fp32."""
     if device.type == "cuda":
-        return "bf16"
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return "bf16" if native else "fp32"
 

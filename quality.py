@@ -136,7 +136,7 @@ def check_sets(n_samples, real, train=None, source="the real images"):
         raise ValueError("--compare needs at least 2 samples; give --n 2 or more")
     if len(real) < 4:  # the floor needs two disjoint sets of at least 2 real images
         raise ValueError(f"--compare needs at least 4 real images; {source} has {len(real)}")
-    if train is not None and len(train) < 2:  # the copying check compares the nearest training image with the second nearest
+    if train is not None and len(train) < 2:  # the copying check: the nearest training image against the next
         raise ValueError(f"the copying check needs at least 2 training images, not {len(train)}: give --train-data DIR")
 
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).parent
 # The smallest valid value of each flag; None where no bound is included (any number above 0). Flags
 # with an upper bound give it as (low, high).
 FLAGS = {
-    "train.py": {"--width": 1, "--depth": 1, "--heads": 1, "--dict-size": 1, "--static-tokens": 0, "--gram": 0,
+    "train.py": {"--width": 1, "--depth": 1, "--heads": 1, "--dict-size": 2, "--static-tokens": 0, "--gram": 0,
                  "--steps": 1, "--minutes": None, "--batch-size": 1, "--lr": None, "--warmup": 0, "--min-lr": (0, 1),
                  "--weight-decay": 0, "--grad-clip": None, "--ema": (0, 1), "--log-every": 1, "--sample-every": 1,
                  "--save-every": 1, "--seed": (0, 2**32 - 1)},

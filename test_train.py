@@ -194,6 +194,8 @@ def test_ctrl_c_in_the_last_interval_ends_the_run_as_planned(tmp_path, cats):
     (["--lut", "dynamic", "--static-tokens", "0"], "static token"),
     (["--lut", "sigmoid"], "invalid choice: 'sigmoid'"),
     (["--heads", "3"], "divisible"),
+    (["--width", "30"], "width 30 must be divisible by heads 2 and by 4"),  # 4: the 2D position code
+    (["--dict-size", "1"], "argument --dict-size: 1 is not an integer >= 2"),  # no Gram penalty of one entry
     (["--data", "no/such/folder"], "no/such/folder"),
     (["--resume"], "no checkpoint"),
     (["--min-lr", "2"], "argument --min-lr: 2 is not a number from 0 to 1"),
@@ -204,6 +206,15 @@ def test_bad_flags_give_one_line_errors(tmp_path, cats, flags, message):
     result = run("train.py", *TINY, "--steps", 1, *flags, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_resume_may_change_the_dtype(tmp_path, cats):
+    # A bf16 run moved to a CPU that emulates bf16 must not be held to it (that CPU would take hours).
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, "--dtype", "bf16", cwd=tmp_path).returncode == 0
+    result = run("train.py", "--resume", "--steps", 2, "--dtype", "fp32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "step 2/2" in result.stdout and ", fp32" in result.stdout
+    assert load(tmp_path / "out" / "ckpt.pt")["args"]["dtype"] == "fp32"
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine_to_min_lr(tmp_path, cats):
@@ -361,6 +372,9 @@ def test_two_process_ddp_on_gloo(tmp_path, cats):
     checkpoint = load(tmp_path / "out" / "ckpt.pt")
     first, second = checkpoint["generators"]
     assert not torch.equal(first, second)  # each rank draws its own batches
+    alone = run("train.py", "--resume", "--steps", 4, cwd=tmp_path)  # one process cannot go on with two streams
+    assert alone.returncode == 1 and alone.stderr.splitlines() == [
+        "error: out/ckpt.pt was trained by 2 process(es), not 1: resume it with as many (torchrun --nproc_per_node=2)"]
 
 
 def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):

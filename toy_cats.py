@@ -114,4 +114,4 @@ def draw_toy_cat(rng, size):
     canvas.paste(cat, mask=cat)
     small = canvas.reduce(2)  # average each 2x2 block: anti-aliased edges
     noise = Image.frombytes("RGB", small.size, rng.randbytes(3 * size * size))  # uniform 0..255
-    return Image.blend(small, noise, 0.05)  # mild camera-like noise (about +-6 levels)
+    return Image.blend(small, noise, 0.05)  # 5% of uniform noise: grain of about +-6 levels, 5% less contrast

@@ -18,8 +18,8 @@ again and moves the count if the machine's speed has changed (by more than 1%). 
 or more is torch.compiled on CUDA and on x86 CPUs: 20-25 s of compiling on a 2-core AVX512-BF16 CPU,
 then steps 8-25% faster (4-13% with that CPU held to AVX2).
 Written to --out (default out/): ckpt.pt (every --save-every steps, at the end and on Ctrl-C);
-log.csv, one row per log line; and every --sample-every steps samples_<step>.png (EMA weights, fixed
-noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.png (entries by usage, most
+log.csv, one row per log line; and every --sample-every steps samples_000500.png, ... (EMA weights,
+fixed noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.png (entries by usage, most
 used first) and a row of lut.csv: entries in use (mean |weight| over the 64 samples' patches above
 1% of the most used entry's), the effective number of entries, their mean |cos|, the samples' seam
 ratio and, for the dynamic head, the mean cos between two images' LUTs. A resume appends to all of
@@ -45,7 +45,7 @@ from lut import entry_usage, gram_image, lut_atlas, lut_figures
 from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS,
                    LUTTransformer, autocast_for, available_device, best_device, compile_problem, default_preset,
                    defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights, make_config,
-                   network_calls, sample, save_atomically, save_checkpoint, steps_within)
+                   network_calls, sample, save_atomically, save_checkpoint, steps_within, synchronize)
 from quality import seam_ratio
 
 
@@ -74,7 +74,7 @@ arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, 
 arg("--width", type=number(int, 1), help="override the preset's width")
 arg("--depth", type=number(int, 1), help="override the preset's number of blocks")
 arg("--heads", type=number(int, 1), help="override the preset's number of attention heads")
-arg("--dict-size", type=number(int, 1), help="LUT entries K (default: the head's, see below)")
+arg("--dict-size", type=number(int, 2), help="LUT entries K (default: the head's, see below)")
 arg("--static-tokens", type=number(int, 0), help="learned extra tokens (default: the head's)")
 arg("--gram", type=number(float, 0), help="Gram penalty weight (default: the head's)")
 arg("--steps", type=number(int, 1),
@@ -100,7 +100,7 @@ arg("--log-every", type=number(int, 1), default=10, help="steps between log line
 arg("--sample-every", type=number(int, 1), default=500, help="steps between sample grids (default: %(default)s)")
 arg("--save-every", type=number(int, 1), default=500, help="steps between checkpoints (default: %(default)s)")
 arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
-    help="seed of weights, batches and noise (default: %(default)s)")
+    help="seed of weights, batches and noise, and of which toy cats are drawn (default: %(default)s)")
 arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on for a "
@@ -109,9 +109,9 @@ arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
     sys.exit("error: give --steps or --minutes, not both")
-# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say);
-# every other one comes from the checkpoint.
-OWN = {"out", "log_every", "sample_every", "save_every", "device", "compile", "resume"}
+# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say, and
+# then in the dtype that CPU runs fast); every other one comes from the checkpoint.
+OWN = {"out", "log_every", "sample_every", "save_every", "device", "dtype", "compile", "resume"}
 
 
 # ----------------------------------------------------------------------------- setup
@@ -214,6 +214,10 @@ if checkpoint:
         optimizer.load_state_dict(checkpoint["optimizer"])
     except ValueError as e:
         fail(f"{ckpt_path}: {e}")
+    trained_by = len(checkpoint["generators"])  # one random stream per process
+    if trained_by != world:
+        fail(f"{ckpt_path} was trained by {trained_by} process(es), not {world}: resume it with as many "
+             f"(torchrun --nproc_per_node={trained_by}" + (", or no torchrun)" if trained_by == 1 else ")"))
     generator.set_state(checkpoint["generators"][rank])
     step = checkpoint["step"]
     log(f"resuming from step {step}")
@@ -264,7 +268,7 @@ UNTIMED, TIMED = 5, 20
 def save_pictures():
     """Samples from the EMA weights with fixed noise, and what the LUT is doing as the last sampling step
     paints them: lut.png and gram.png (the first sample's LUT, if dynamic; entries by usage, most used
-    first), the figures of lut.figures as a printed line and a lut.csv row; then the grid becomes a frame
+    first), the figures of lut_figures as a printed line and a lut.csv row; then the grid becomes a frame
     of progress.gif and loss.png is redrawn. Returns what went wrong, or None."""
     painted = {}  # the head's (weights (64, 64, K), LUT (K, 3, 8, 8) or (64, K, 3, 8, 8)) at the last step
     hook = ema.lut_head.register_forward_hook(lambda module, inputs, output: painted.update(last=output))
@@ -326,8 +330,10 @@ def time_overheads():
     timed, plus one pass's worth for the files it writes) and of a checkpoint (one written aside)."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
+        synchronize(device)
         start = time.time()
         ema(fixed_noise, torch.ones(64, device=device))
+        synchronize(device)
         picture_s = (network_calls(SAMPLE_STEPS) + 1) * (time.time() - start)
     save_s = 0.0
     if master:
@@ -406,7 +412,7 @@ while args.steps is None or step < args.steps:
         overheads = time_overheads()  # measured once, for both counts
         fix_steps(step_s, f"{TIMED} steps", *overheads)
         t_timed += time.time() - probes_start  # the timing over the warm-up leaves out the probes
-    if budget_run and step == args.warmup > start_step + UNTIMED + TIMED:
+    if budget_run and step == args.warmup and args.warmup > start_step + UNTIMED + TIMED:
         fix_steps(pace(), "the warm-up", *overheads)
 
     loss_sum += loss.detach()
@@ -438,7 +444,9 @@ while args.steps is None or step < args.steps:
         last_log = step
         if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
             log("interrupted: saving and stopping")
-            stop_if(save())
+            stop_if(save())  # every rank leaves stop_if together
+            if ddp:
+                dist.destroy_process_group()
             sys.exit(130)
     if step % args.sample_every == 0 or step == args.steps:
         stop_if(save_pictures() if master else None)
