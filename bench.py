@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from data import number, output_file
+from data import number, output_file, run_command
 from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device,
                    compile_problem, default_preset, defaults, denoising_loss, fast_dtype, make_config,
                    network_calls, sample, synchronize)
@@ -44,7 +44,7 @@ BATCH = 64  # images per training step for every preset, so that figures compare
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
            ("train_gflop_per_img", "GFLOP/img", ".2f"), ("tflop_per_s", "TFLOP/s", ".3f"),
            ("vs_fp32_peak", "x fp32 peak", ".2f"), ("vs_bf16_peak", "x bf16 peak", ".2f"),
-           ("sample_s", "sample s", ".1f"), ("memory_gb", "memory GB", ".2f")]
+           ("sample_s", "sample s", ".1f"), ("memory_gb", "memory GB", ".2f"), ("params_m", "params M", ".1f")]
 
 
 def flops_per_image(model):
@@ -141,7 +141,8 @@ def bench_head(lut_name, args, device, peaks):
     return {"lut": lut_name, "step_ms": 1e3 * step_s, "img_per_s": BATCH / step_s,
             "train_gflop_per_img": train_flops / 1e9, "tflop_per_s": flops / 1e12,
             "vs_fp32_peak": flops / peaks["fp32"], "vs_bf16_peak": flops / peaks["bf16"] if "bf16" in peaks else None,
-            "sample_s": sample_s, "memory_gb": memory / 1e9}
+            "sample_s": sample_s, "memory_gb": memory / 1e9,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
 def rearrange(tensor, pattern):
@@ -160,7 +161,8 @@ def load_reference(path):
     try:
         tree = ast.parse(Path(path).read_text(), filename=str(path))
     except (OSError, SyntaxError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path} as Python ({type(e).__name__})") from None
+        raise ValueError(f"cannot read {path} as Python ({type(e).__name__}); it is tests/torch/cat_diffusion7.py "
+                         f"of github.com/aschrein/pyd3d12") from None
     constant = lambda node: isinstance(node, ast.Assign) and not any(
         isinstance(n, (ast.Name, ast.Call, ast.Attribute, ast.Subscript)) for n in ast.walk(node.value))
     tree.body = [node for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef)) or constant(node)]
@@ -252,7 +254,8 @@ def main():
     parser.add_argument("--warmup", type=number(int, 0), default=1,
                         help="untimed training steps first (default: %(default)s)")
     parser.add_argument("--sample-steps", type=number(int, 1),
-                        help="sampling steps timed, scaled to SAMPLE_STEPS (default: all on CUDA, else 4)")
+                        help=f"sampling steps timed, scaled up to the sampler's {SAMPLE_STEPS} "
+                        "(default: all on CUDA, else 4)")
     parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads (default: torch's); on a busy machine 1 is "
                         "often faster, since threads that wait for each other wait for the other jobs too")
@@ -303,4 +306,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

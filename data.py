@@ -301,6 +301,15 @@ def download(dest, parts=(1,), base_url=DOWNLOAD_URL):
     print(f"done; train with: python train.py --data {dest}")
 
 
+def run_command(main):
+    """A command's main(), where Ctrl-C ends with one line and exit code 130, not a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)  # \n: after any progress line
+        sys.exit(130)
+
+
 def main():
     parser = argparse.ArgumentParser(description="Look at the training data, or download the real cat faces.",
                                      usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
@@ -327,7 +336,7 @@ def main():
             images = load_images(args.data, args.cache_dir)
             batch = get_batch(images, 64, torch.Generator().manual_seed(0), "cpu")
             image_grid(batch, ncol=8, scale=2, pad=2).save(args.preview)
-            print(f"wrote {args.preview}: 64 of {len(images)} training images", file=sys.stderr)
+            print(f"wrote {args.preview}: a batch of 64 drawn from {len(images)} training images", file=sys.stderr)
     except ValueError as error:
         sys.exit(f"error: {error}")
     except OSError as error:  # a full disk, say
@@ -335,4 +344,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -83,7 +83,7 @@ def plot_losses(out):
     if not rows:
         return
     W, H, left, right, top, bottom = 720, 400, 56, 120, 24, 40  # the plot area lies inside the margins
-    values = [v for row in rows for v in row[1:] if v > 0]  # an empty t bin reads 0: left out
+    values = [v for row in rows for v in row[1:] if v > 0]  # an empty t bin (nan) is left out
     low, high = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
     high = max(high, low + 1)
     last = max(int(rows[-1][0]), 1)

@@ -13,7 +13,7 @@ path, the training loss and the Heun sampler; at the end, saving and loading che
 
 Usage:
     from model import make_config, LUTTransformer
-    model = LUTTransformer(make_config("tiny", "dynamic"))   # prints "parameters: ..."
+    model = LUTTransformer(make_config("tiny", "dynamic"))
     x_hat, lut = model(x_t, t)
 
 Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), the LUT heads as
@@ -215,7 +215,6 @@ class LUTTransformer(nn.Module):
         nn.init.zeros_(self.to_scores.weight)  # equal weights at the start (see docstring)
         # After the loop above: the head initialises its own layers and LUT, which that 0.02 would shrink
         self.lut_head = make_head(cfg.lut, cfg.dict_size, cfg.width, cfg.static_tokens)
-        print(f"parameters: {sum(p.numel() for p in self.parameters()) / 1e6:.1f}M")
 
     def forward(self, x_t, t):
         """x_t (B, 3, 64, 64), t (B,) -> predicted clean image (B, 3, 64, 64) and the LUT used,
@@ -408,6 +407,8 @@ def load_checkpoint(path):
     """A checkpoint of save_checkpoint as a dict, its config as a Config and the settings of older
     runs completed (OLD_ARGS). Raises ValueError, in one line, for a missing, unreadable, truncated
     or foreign file."""
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder: give the checkpoint in it, {Path(path) / 'ckpt.pt'}")
     if not Path(path).is_file():
         raise ValueError(f"no checkpoint at {path}; train one first with: python train.py")
     try:

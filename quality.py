@@ -132,10 +132,10 @@ def seam_ratio(images):
 def check_sets(n_samples, real, train=None, source="the real images"):
     """What compare needs, checked by sample.py before it samples: ValueError, in one line, if unmet.
     Without train, the samples and the real images alone."""
-    if n_samples < 2:  # SWD compares sets
-        raise ValueError("--compare needs at least 2 samples; give --n 2 or more")
     if len(real) < 4:  # the floor needs two disjoint sets of at least 2 real images
         raise ValueError(f"--compare needs at least 4 real images; {source} has {len(real)}")
+    if n_samples < 2:  # SWD compares sets
+        raise ValueError("--compare needs at least 2 samples; give --n 2 or more")
     if train is not None and len(train) < 2:  # the copying check: the nearest training image against the next
         raise ValueError(f"the copying check needs at least 2 training images, not {len(train)}: give --train-data DIR")
 

@@ -4,7 +4,7 @@ Usage:
     python sample.py out/ckpt.pt                       # samples.png: an 8x8 grid, enlarged 2x
     python sample.py out/ckpt.pt --gif                 # also samples.gif: from noise to cat
     python sample.py out/ckpt.pt --n 256 --png-dir cats/   # one PNG per image
-    python sample.py out/ckpt.pt --compare data/heldout   # 1024 samples: quality figures against real cats
+    python sample.py out/ckpt.pt --compare data/heldout   # quality figures against real cats
 
 The model is rebuilt from the checkpoint's own config and runs with its EMA weights. The sampler
 (model.sample) takes --steps steps along the straight path from noise (t=0) to image (t=1): Heun steps
@@ -14,6 +14,8 @@ The model is rebuilt from the checkpoint's own config and runs with its EMA weig
 quality.py: the sliced Wasserstein distance to as many real images of DIR next to its real-vs-real
 floor, the seam ratio of the samples and of the real images, and a memorisation check against the
 training images (the checkpoint's own, or --train-data). Every figure is the same for the same --seed.
+SWD needs two sets of n real images for its floor, so by default n is half the images of DIR, at
+most 1024 (for "toy", 1024).
 """
 import argparse
 import sys
@@ -22,7 +24,8 @@ from pathlib import Path
 import torch
 
 import quality
-from data import image_grid, input_folder, load_images, number, output_file, output_folder, picture, toy_cats
+from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
+                  toy_cats)
 from model import (SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device, fast_dtype,
                    load_checkpoint, load_weights, sample)
 
@@ -60,17 +63,27 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
             if frames is not None and start == 0:
                 frames.append(chunk)  # the trajectory starts at the pure noise
             chunks.append(sample(model, chunk, steps, train_t_sampling, frames if start == 0 else None).float().cpu())
+            if n > CHUNK:  # a minute or more on a CPU: say how far it is
+                print(f"sampled {start + len(chunk)}/{n} images", flush=True)
     return torch.cat(chunks)
 
 
 def compare_sets(train_args, args):
     """--compare's real images and the training images of the copying check, read and checked before
     sampling, so that a bad folder stops the run at once."""
-    try:  # "toy": cats drawn with another seed than the training cats, so never trained on
-        seed = train_args["seed"]
-        real = toy_cats(2 * args.n, seed + 1) if args.compare == "toy" else load_images(args.compare)
+    seed, train_folder = train_args["seed"], args.train_data or train_args["data"]
+    if train_folder and not Path(train_folder).is_dir():  # None: the toy cats, drawn again
+        fail(f"the copying check reads the training images, {train_folder}, which is no folder from here: "
+             f"give --train-data DIR")
+    try:
+        if args.compare == "toy":  # cats drawn with another seed than the training cats, so never trained on
+            args.n = args.n or 1024
+            real = toy_cats(2 * args.n, seed + 1)
+        else:
+            real = load_images(args.compare)
+            args.n = args.n or min(1024, len(real) // 2)  # the floor needs two sets of n real images
         quality.check_sets(args.n, real, source=args.compare)  # before the training images, slower to read
-        train = load_images(args.train_data or train_args["data"], seed=seed)
+        train = load_images(train_folder, seed=seed)
         quality.check_sets(args.n, real, train, source=args.compare)
         return real, train
     except ValueError as e:
@@ -103,7 +116,8 @@ def main():
     parser = argparse.ArgumentParser(description="Sample cat faces from a LUT cats checkpoint.",
                                      usage=argparse.SUPPRESS)  # a bad flag: one line of error, no usage block
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
-    parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64, or 1024 with --compare)")
+    parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64; with --compare, half "
+                        "the images of DIR, at most 1024)")
     parser.add_argument("--steps", type=number(int, 1), default=SAMPLE_STEPS,
                         help="sampling steps: Heun steps of two network calls, then one onto the prediction "
                         "(default: %(default)s)")
@@ -118,12 +132,12 @@ def main():
     parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device "
                         "runs it natively)")
     parser.add_argument("--compare", metavar="DIR", type=real_images, help='print quality figures against the real '
-                        'images in DIR, or "toy" for fresh toy cats (see the top of this file)')
+                        'images in DIR, or "toy" for freshly drawn toy cats')
     parser.add_argument("--train-data", metavar="DIR", type=input_folder, help="training images for --compare's "
                         "copying check (default: the checkpoint's own --data)")
     args = parser.parse_args()
-    if args.n is None:
-        args.n = 1024 if args.compare else 64
+    if args.n is None and not args.compare:  # --compare's default depends on DIR (compare_sets)
+        args.n = 64
     if args.train_data and not args.compare:
         parser.error("argument --train-data: only --compare reads it; add --compare DIR")
     gif_path = Path(args.out).with_suffix(".gif")
@@ -150,4 +164,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -40,8 +40,9 @@ def test_fp32_path_prints_every_figure(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1].startswith("fp32: ") and "bf16" not in lines[2]
-    row = lines[lines.index(next(line for line in lines if "LUT head" in line)) + 2].split()  # after "parameters:"
+    row = lines[lines.index(next(line for line in lines if "LUT head" in line)) + 1].split()
     assert row[0] == "tanh" and float(row[1]) > 0 and row[6] == "-"  # no bf16 peak, no bf16 ratio
+    assert float(row[9]) == 1.5  # tiny tanh: 1,484,608 parameters
     figures = json.loads((tmp_path / "b.json").read_text())
     assert list(figures["peak_tflop_per_s"]) == ["fp32"] and figures["rows"][0]["vs_fp32_peak"] > 0
 

@@ -194,7 +194,9 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path):
     checkpoint = torch.load(tmp_path / "good.pt", weights_only=False)
     torch.save({k: v for k, v in checkpoint.items() if k != "optimizer"}, tmp_path / "partial.pt")
     torch.save({**checkpoint, "config": {**checkpoint["config"], "colour": 3}}, tmp_path / "future.pt")
-    for name, message in [("missing.pt", "no checkpoint at"), ("half.pt", "cannot read"), ("text.pt", "cannot read"),
+    (tmp_path / "out").mkdir()
+    for name, message in [("missing.pt", "no checkpoint at"), ("out", "out is a folder: give the checkpoint in it, "),
+                          ("half.pt", "cannot read"), ("text.pt", "cannot read"),
                           ("list.pt", "not a checkpoint written by train.py"), ("partial.pt", r"missing: optimizer\)"),
                           ("future.pt", "cannot build .*colour")]:
         with pytest.raises(ValueError, match=message) as error:

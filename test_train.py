@@ -170,7 +170,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130
-    assert "interrupted: saving and stopping" in out
+    assert "interrupted: saving and stopping; continue with: python train.py --resume\n" in out
     checkpoint = load(tmp_path / "out" / "ckpt.pt")
     assert 2 <= checkpoint["step"] < 100000
 
@@ -215,6 +215,16 @@ def test_a_resume_may_change_the_dtype(tmp_path, cats):
     assert result.returncode == 0, result.stderr
     assert "step 2/2" in result.stdout and ", fp32" in result.stdout
     assert load(tmp_path / "out" / "ckpt.pt")["args"]["dtype"] == "fp32"
+
+
+def test_a_t_bin_without_images_is_logged_as_missing_not_as_zero(tmp_path, cats):
+    result = run("train.py", *TINY, "--data", cats, "--steps", 3, "--batch-size", 1, cwd=tmp_path)  # one t a step
+    assert result.returncode == 0, result.stderr
+    by_t = [line.split("| by t ")[1].split(" |")[0].split() for line in result.stdout.splitlines() if "| by t" in line]
+    assert len(by_t) == 3 and all(sorted(bins).count("-") == 3 for bins in by_t)
+    rows = (tmp_path / "out" / "log.csv").read_text().splitlines()[1:]
+    assert all(row.split(",")[2:6].count("nan") == 3 for row in rows)
+    assert (tmp_path / "out" / "loss.png").exists()
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine_to_min_lr(tmp_path, cats):
@@ -424,14 +434,32 @@ def test_compare_cli(tmp_path):
     model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
     save_checkpoint(tmp_path / "ckpt.pt", model, model, torch.optim.AdamW(model.parameters()), [], 0,
                     {"data": "train", "seed": 0, "t_sampling": "logit-normal"})
-    result = run("sample.py", "ckpt.pt", "--compare", "real", "--n", 8, "--steps", 2, "--device", "cpu", cwd=tmp_path)
+    result = run("sample.py", "ckpt.pt", "--compare", "real", "--steps", 2, "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stdout  # n is half the 16 real images: every sample is compared
     lines = result.stdout.splitlines()
     ratio = [line for line in lines if line.startswith("ratio")][0]
     assert float(ratio.split()[-1]) > 2  # untrained samples are far from cats, whatever their floor
     seams = [line for line in lines if line.startswith("seam ratio")][0].split()
     assert seams[-4] == "samples" and seams[-2] == "real" and 0.8 < float(seams[-1]) < 1.4  # toy cats show no grid
     assert "8 vs 8 images" in result.stdout and lines[-1].strip() == "no sign of copying"
+    (tmp_path / "train").rename(tmp_path / "moved")
+    result = run("sample.py", "ckpt.pt", "--compare", "real", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: the copying check reads the training images, train, which is no folder from here: give --train-data DIR"]
+
+
+def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
+    process = subprocess.Popen([sys.executable, str(ROOT / "sample.py"), "out/ckpt.pt", "--n", "8192"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # the first of 32 chunks
+        if line.startswith("sampled 256/8192"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.splitlines()[-1] == "interrupted" and "Traceback" not in err
+    assert not (tmp_path / "samples.png").exists()
 
 
 def printed(stdout, prefix):

@@ -200,6 +200,7 @@ if len(images) < 64:
 
 torch.manual_seed(args.seed)  # the same initial weights on every rank
 model = LUTTransformer(cfg).to(device)
+log(f"model: {args.preset} preset, {args.lut} head, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
 ema = copy.deepcopy(model).requires_grad_(False)
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.95),
                               fused=device.type in ("cuda", "cpu"))  # one kernel for all parameters
@@ -385,7 +386,7 @@ if master:
 
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
-log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes")
+log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min")
     + f", batch {args.batch_size}, {args.dtype}{', compiled' if args.compile else ''}, on {device}")
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
@@ -427,13 +428,13 @@ while args.steps is None or step < args.steps:
         if not math.isfinite(mean_loss):  # the same on every rank, after the all-reduce
             stop(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. "
                  f"Try a lower --lr, or --dtype fp32" + (", or --no-compile" if args.compile else ""))
-        per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS].clamp_min(1)
+        per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS]  # nan for a t bin that drew no image
         elapsed = time.time() - t_start
         # img/s and eta leave out the first steps' compiling, once there are steps after them
         per_step = pace() if step > start_step + UNTIMED else elapsed / (step - start_step)
         eta = f"eta {(args.steps - step) * per_step / 60:.1f} min" if args.steps else "timing the first steps"
         log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t "
-            + " ".join(f"{v:.3f}" for v in per_bin.tolist())
+            + " ".join("-" if math.isnan(v) else f"{v:.3f}" for v in per_bin.tolist())
             + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
             + f" | {elapsed / 60:.1f} min, {eta}")
         if master:
@@ -443,7 +444,8 @@ while args.steps is None or step < args.steps:
         bin_sums.zero_()
         last_log = step
         if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
-            log("interrupted: saving and stopping")
+            log("interrupted: saving and stopping; continue with: python train.py --resume"
+                + (f" --out {args.out}" if args.out != "out" else ""))
             stop_if(save())  # every rank leaves stop_if together
             if ddp:
                 dist.destroy_process_group()
