@@ -362,6 +362,10 @@ def fix_steps(step_s, timed, picture_s, save_s, again=False):
     args.steps = steps
     log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.3f} s per step over {timed}, "
         f"a picture {picture_s:.1f} s, a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
+    end = elapsed + (steps - step) * step_s + picture_s + save_s  # at the least: one more step, the last picture
+    if end > 60 * args.minutes:  # the timing itself used the budget up
+        log(f"warning: {args.minutes:g} min is too short for this model here; the run ends after about "
+            f"{end / 60:.1f} min")
 
 
 def pace():
