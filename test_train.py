@@ -282,8 +282,10 @@ def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
     assert process.returncode == 0
     count = re.compile(r"budget 0.25 min: (\d+) steps")
     before, after = ([int(n) for n in count.findall(text)] for text in ("".join(lines), out))
-    assert after[-1] < 0.95 * before[-1]  # the freeze took a fifth of the budget: fewer steps
-    assert min(after) < after[-1]  # the first count after the freeze was too low: steps came back
+    # Timed at once, the freeze makes the steps look about 10x dearer: the count falls far. (The final
+    # count is not compared with the one before: that came from 40 steps, which a busy machine can slow.)
+    assert after[0] < 0.5 * before[-1]
+    assert after[0] < after[-1]  # as the freeze weighs less in the pace, steps come back
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == after[-1]
     last_row = (tmp_path / "out" / "log.csv").read_text().splitlines()[-1].split(",")
     assert int(last_row[0]) == after[-1] and float(last_row[-1]) <= 0.25  # minutes since training began
@@ -314,7 +316,7 @@ def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_pat
     line = next(line for line in process.stdout if line.startswith("training "))
     process.kill()
     process.communicate()
-    assert "10 minutes" in line and "compiled" in line
+    assert "10 min," in line and "compiled" in line
 
     no_compiler = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
     result = run("train.py", *TINY, "--steps", 1, "--compile", cwd=tmp_path, env=no_compiler)
@@ -464,9 +466,11 @@ def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
 
 
 def printed(stdout, prefix):
-    """The numbers in each printed line that starts with prefix, as a list of floats."""
-    number = r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?"
-    return [[float(v) for v in re.findall(number, line)] for line in stdout.splitlines() if line.startswith(prefix)]
+    """The numbers in each printed line that starts with prefix, as a list of floats ("-": a t bin
+    without images, nan)."""
+    number = r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?|(?<= )-(?= )"
+    return [[math.nan if v == "-" else float(v) for v in re.findall(number, line)]
+            for line in stdout.splitlines() if line.startswith(prefix)]
 
 
 def test_logs_and_pictures_survive_a_resume_without_a_repeated_step(tmp_path, cats):
@@ -492,7 +496,7 @@ def test_logs_and_pictures_survive_a_resume_without_a_repeated_step(tmp_path, ca
     for row, line in zip(rows[1:], lines):  # step N/4, loss, 4 bins, lr, img/s, minutes, eta
         step, _, loss, *bins, lr, speed, minutes, _ = line
         assert float(row[0]) == step and float(row[1]) == pytest.approx(loss, abs=1e-4)
-        assert [float(v) for v in row[2:6]] == pytest.approx(bins, abs=1e-3)
+        assert [float(v) for v in row[2:6]] == pytest.approx(bins, abs=1e-3, nan_ok=True)
         assert float(row[6]) == pytest.approx(lr, rel=5e-3) and float(row[7]) == pytest.approx(speed, abs=0.5)
         assert float(row[8]) == pytest.approx(minutes, abs=0.05)
 
