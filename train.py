@@ -321,9 +321,16 @@ def stop(problem):
     """End this process with one line from rank 0; every rank calls it together (see stop_if)."""
     if master:
         print(f"error: {problem}", file=sys.stderr, flush=True)
+    leave(1)
+
+
+def leave(code):
+    """End this process; under DDP every rank calls it together and they leave the group together: a
+    rank that tears down while another still talks to it aborts Gloo."""
     if ddp:
+        dist.barrier()
         dist.destroy_process_group()
-    sys.exit(1)
+    sys.exit(code)
 
 
 def time_overheads():
@@ -450,10 +457,8 @@ while args.steps is None or step < args.steps:
         if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
             log("interrupted: saving and stopping; continue with: python train.py --resume"
                 + (f" --out {args.out}" if args.out != "out" else ""))
-            stop_if(save())  # every rank leaves stop_if together
-            if ddp:
-                dist.destroy_process_group()
-            sys.exit(130)
+            stop_if(save())
+            leave(130)
     if step % args.sample_every == 0 or step == args.steps:
         stop_if(save_pictures() if master else None)
     if step % args.save_every == 0 or step == args.steps:
@@ -466,6 +471,4 @@ while args.steps is None or step < args.steps:
         fix_steps(pace() - overheads[0] / args.sample_every - overheads[1] / args.save_every,
                   f"steps {start_step + UNTIMED}-{step}", *overheads, again=True)
 
-if ddp:
-    dist.barrier()  # leave together: a rank that tears down while another still talks to it aborts Gloo
-    dist.destroy_process_group()
+leave(0)
