@@ -448,8 +448,9 @@ def test_compare_cli(tmp_path):
     assert "8 vs 8 images" in result.stdout and lines[-1].strip() == "no sign of copying"
     (tmp_path / "train").rename(tmp_path / "moved")
     result = run("sample.py", "ckpt.pt", "--compare", "real", cwd=tmp_path)
-    assert result.returncode == 1 and result.stderr.splitlines() == [
-        "error: the copying check reads the training images, train, which is no folder from here: give --train-data DIR"]
+    assert result.returncode == 1 and result.stderr.splitlines() == ["error: the copying check reads the training "
+                                                                     "images, train, which is no folder from here: "
+                                                                     "give --train-data DIR"]
 
 
 def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
