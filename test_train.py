@@ -1,5 +1,5 @@
-"""Tests for train.py and sample.py, run as a user runs them: in subprocesses, on the CPU, with a
-model small enough that each command takes seconds. Run: python -m pytest -q test_train.py"""
+"""Tests for train.py, run as a user runs it: in subprocesses, on the CPU, with a model small enough
+that each command takes seconds (conftest.py). Run: python -m pytest -q test_train.py"""
 import math
 import os
 import re
@@ -8,37 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from data import image_grid, toy_cats
-from model import Config, LUTTransformer, sample, save_checkpoint
-from sample import generate
-
-ROOT = Path(__file__).parent
-TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
-        "--log-every", "1", "--device", "cpu"]
-
-
-def run(script, *args, cwd, launcher=(), env=None):
-    """Run a project script from `cwd` (so data/cache and out/ land in the temp folder)."""
-    return subprocess.run([sys.executable, *launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def cats(tmp_path_factory):
-    """A folder of 8 small PNG cat faces."""
-    folder = tmp_path_factory.mktemp("cats")
-    for i, image in enumerate(toy_cats(8)):
-        image_grid(image[None].float() / 127.5 - 1).save(folder / f"{i}.png")
-    return folder
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+from conftest import ROOT, TINY, load, run
 
 
 def test_train_then_sample(tmp_path, cats):
@@ -57,19 +31,6 @@ def test_train_then_sample(tmp_path, cats):
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"{i:05d}.png" for i in range(4)]
     assert Image.open(tmp_path / "pngs" / "00000.png").size == (64, 64)
     assert Image.open(tmp_path / "samples.gif").n_frames == 1 + 3  # the noise, then 3 steps
-
-
-def test_sample_dtype_fp32_is_the_plain_path_and_bf16_stays_close():
-    torch.manual_seed(0)
-    model = LUTTransformer(Config(width=32, depth=1, heads=2)).eval()
-    for parameter in model.parameters():  # away from the zero-initialised scores, which paint plain grey
-        parameter.data.normal_(0, 0.3)
-    noise = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
-    cpu = torch.device("cpu")
-    fp32 = generate(model, 2, 3, 5, cpu, "fp32", "logit-normal")
-    bf16 = generate(model, 2, 3, 5, cpu, "bf16", "logit-normal")
-    assert torch.equal(fp32, sample(model, noise, 3, "logit-normal"))  # the same noise, no autocast
-    assert 0 < (bf16 - fp32).abs().mean() < 0.05 * fp32.abs().mean()
 
 
 FULL_DISK = """# A script, then its arguments: the script runs with a full disk for the Nth file whose name holds NAME.
@@ -399,71 +360,6 @@ def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):
     assert errors == ["error: cannot write to out at step 2: No space left on device; stopped, and no checkpoint "
                       "was saved yet. Free some space, then start again"]
     assert "step 3/" not in result.stdout and not list((tmp_path / "out").glob("*.tmp*"))
-
-
-def test_compare_checks_its_folders_before_sampling(tmp_path, cats):
-    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
-    three = tmp_path / "three"
-    three.mkdir()
-    for picture in sorted(cats.glob("*.png"))[:3]:
-        (three / picture.name).write_bytes(picture.read_bytes())
-    empty = tmp_path / "empty"  # the training images are read after the real ones pass, so never here
-    empty.mkdir()
-    result = run("sample.py", "out/ckpt.pt", "--compare", three, "--train-data", empty, cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == f"error: --compare needs at least 4 real images; {three} has 3"
-    assert not (tmp_path / "samples.png").exists()  # stopped before sampling
-
-
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
-def test_sample_rejects_bad_checkpoints(tmp_path, cats, content):
-    if content is None:  # a real checkpoint, cut in half
-        assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
-        whole = (tmp_path / "out" / "ckpt.pt").read_bytes()
-        content = whole[:len(whole) // 2]
-    (tmp_path / "bad.pt").write_bytes(content)
-    result = run("sample.py", "bad.pt", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: cannot read bad.pt") and "Traceback" not in result.stderr
-
-
-def test_compare_cli(tmp_path):
-    """sample.py --compare end to end, on an untrained model: it must not pass for a cat painter."""
-    for name, seed in [("train", 0), ("real", 1)]:
-        (tmp_path / name).mkdir()
-        for i, image in enumerate(toy_cats(16, seed)):
-            image_grid(image[None].float() / 127.5 - 1).save(tmp_path / name / f"{i}.png")
-    torch.manual_seed(0)
-    model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
-    save_checkpoint(tmp_path / "ckpt.pt", model, model, torch.optim.AdamW(model.parameters()), [], 0,
-                    {"data": "train", "seed": 0, "t_sampling": "logit-normal"})
-    result = run("sample.py", "ckpt.pt", "--compare", "real", "--steps", 2, "--device", "cpu", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "warning" not in result.stdout  # n is half the 16 real images: every sample is compared
-    lines = result.stdout.splitlines()
-    ratio = [line for line in lines if line.startswith("ratio")][0]
-    assert float(ratio.split()[-1]) > 2  # untrained samples are far from cats, whatever their floor
-    seams = [line for line in lines if line.startswith("seam ratio")][0].split()
-    assert seams[-4] == "samples" and seams[-2] == "real" and 0.8 < float(seams[-1]) < 1.4  # toy cats show no grid
-    assert "8 vs 8 images" in result.stdout and lines[-1].strip() == "no sign of copying"
-    (tmp_path / "train").rename(tmp_path / "moved")
-    result = run("sample.py", "ckpt.pt", "--compare", "real", cwd=tmp_path)
-    assert result.returncode == 1 and result.stderr.splitlines() == ["error: the copying check reads the training "
-                                                                     "images, train, which is no folder from here: "
-                                                                     "give --train-data DIR"]
-
-
-def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
-    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
-    process = subprocess.Popen([sys.executable, str(ROOT / "sample.py"), "out/ckpt.pt", "--n", "8192"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:  # the first of 32 chunks
-        if line.startswith("sampled 256/8192"):
-            break
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and err.splitlines()[-1] == "interrupted" and "Traceback" not in err
-    assert not (tmp_path / "samples.png").exists()
 
 
 def printed(stdout, prefix):

@@ -1,0 +1,33 @@
+"""What test_train.py and test_sample.py share: running a project script as a user does, a model
+small enough that each command takes seconds, and a folder of cats. pytest loads this file first."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data import image_grid, toy_cats
+
+ROOT = Path(__file__).parent
+TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
+        "--log-every", "1", "--device", "cpu"]
+
+
+def run(script, *args, cwd, launcher=(), env=None):
+    """Run a project script from `cwd` (so data/cache and out/ land in the temp folder)."""
+    return subprocess.run([sys.executable, *launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def cats(tmp_path_factory):
+    """A folder of 8 small PNG cat faces."""
+    folder = tmp_path_factory.mktemp("cats")
+    for i, image in enumerate(toy_cats(8)):
+        image_grid(image[None].float() / 127.5 - 1).save(folder / f"{i}.png")
+    return folder
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
