@@ -55,7 +55,7 @@ def load_folder(path, cache_dir="data/cache"):
 
     The decoded tensor is cached in cache_dir under a hash of the folder and of every file's name,
     size and modification time, so any added, removed or changed file triggers a fresh decode.
-    Unreadable files are skipped with a warning. Nothing is ever written into the folder itself.
+    Unreadable files are skipped, with a warning at every load. Nothing is ever written into the folder itself.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -72,9 +72,11 @@ def load_folder(path, cache_dir="data/cache"):
     for file in files:
         stat = file.stat()
         key.update(f"\n{file.relative_to(folder)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
-    cache_file = Path(cache_dir) / f"{folder.resolve().name}-{key.hexdigest()[:16]}.pt"
+    cache_file = Path(cache_dir) / f"{folder.resolve().name}-{key.hexdigest()[:16]}-v2.pt"  # v2: names skipped
     if cache_file.exists():
-        return torch.load(cache_file)
+        cached = torch.load(cache_file)
+        warn_skipped(cached["skipped"], folder)  # on every load: the files are still there
+        return cached["images"]
 
     raw, skipped = bytearray(), []
     show_progress = len(files) >= 1000
@@ -86,14 +88,19 @@ def load_folder(path, cache_dir="data/cache"):
             skipped.append(file.name)
         if show_progress and (count % 1000 == 0 or count == len(files)):
             print(f"\rloading {count}/{len(files)} images", end="\n" if count == len(files) else "", file=sys.stderr)
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable files in {folder} "
-              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
+    warn_skipped(skipped, folder)
     if not raw:
         raise ValueError(f"no readable images in {folder}: all {len(files)} image files failed to decode")
     images = bytes_to_images(raw, len(files) - len(skipped))
-    save_atomically(images, cache_file)
+    save_atomically({"images": images, "skipped": skipped}, cache_file)
     return images
+
+
+def warn_skipped(skipped, folder):
+    """One line naming the unreadable files of folder (names), if any."""
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} in {folder} "
+              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
 
 
 def get_batch(images, batch_size, generator, device):

@@ -59,7 +59,9 @@ def test_load_folder_mixed_formats(tmp_path, capsys):
     wide = images[names.index("h_wide")]  # center crop keeps only the red middle, even at the edges
     assert (wide[0] > 200).all() and (wide[2] < 60).all()
     err = capsys.readouterr().err
-    assert "skipped 1 unreadable files" in err and "c_corrupt.png" in err
+    assert "skipped 1 unreadable file in" in err and "c_corrupt.png" in err
+    assert torch.equal(data.load_folder(folder, tmp_path / "cache"), images)  # from the cache, which still
+    assert "skipped 1 unreadable file in" in capsys.readouterr().err  # names the skipped file
     assert not any(name.endswith(".pt") for name in os.listdir(folder))  # nothing written into the folder
 
 
