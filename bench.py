@@ -162,7 +162,7 @@ def load_reference(path):
         tree = ast.parse(Path(path).read_text(), filename=str(path))
     except (OSError, SyntaxError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read {path} as Python ({type(e).__name__}); it is tests/torch/cat_diffusion7.py "
-                         f"of github.com/aschrein/pyd3d12") from None
+                         "of github.com/aschrein/pyd3d12") from None
     constant = lambda node: isinstance(node, ast.Assign) and not any(
         isinstance(n, (ast.Name, ast.Call, ast.Attribute, ast.Subscript)) for n in ast.walk(node.value))
     tree.body = [node for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef)) or constant(node)]

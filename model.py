@@ -248,7 +248,8 @@ def available_device(name):
         raise argparse.ArgumentTypeError(f"this machine has no {kind}: give {best_device()}, or leave --device out")
     if kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         last = torch.cuda.device_count() - 1
-        raise argparse.ArgumentTypeError(f"this machine has no {name}: give cuda:0 to cuda:{last}")
+        raise argparse.ArgumentTypeError(f"this machine has no {name}: give cuda:0"
+                                         + (f" to cuda:{last}" if last else ""))
     return name
 
 

@@ -129,14 +129,18 @@ def seam_ratio(images):
 
 
 # ----------------------------------------------------------------------------- the report
-def check_sets(n_samples, real, train=None, source="the real images"):
-    """What compare needs, checked by sample.py before it samples: ValueError, in one line, if unmet.
-    Without train, the samples and the real images alone."""
+def check_sets(n_samples, real, source="the real images"):
+    """What compare needs of the samples and the real images, checked by sample.py before it samples:
+    ValueError, in one line, if unmet."""
     if len(real) < 4:  # the floor needs two disjoint sets of at least 2 real images
         raise ValueError(f"--compare needs at least 4 real images; {source} has {len(real)}")
     if n_samples < 2:  # SWD compares sets
         raise ValueError("--compare needs at least 2 samples; give --n 2 or more")
-    if train is not None and len(train) < 2:  # the copying check: the nearest training image against the next
+
+
+def check_training_set(train):
+    """What the copying check needs of the training images: ValueError, in one line, if unmet."""
+    if len(train) < 2:  # the nearest training image is compared with the next nearest
         raise ValueError(f"the copying check needs at least 2 training images, not {len(train)}: give --train-data DIR")
 
 
@@ -144,7 +148,8 @@ def compare(samples, real, train, seed=0, source="the real images"):
     """Print the report of sample.py --compare: SWD of the samples against real images next to its
     floor, the seam ratio of both, then the copying check. samples float (N, 3, 64, 64) in [-1, 1];
     real and train uint8 (M, 3, 64, 64), as check_sets allows."""
-    check_sets(len(samples), real, train, source)
+    check_sets(len(samples), real, source)
+    check_training_set(train)
     n = min(len(samples), len(real) // 2)  # the floor needs two disjoint sets of n real images
     if n < len(samples):
         print(f"warning: {source} has only {len(real)} images, so {n} samples are compared")

@@ -69,23 +69,24 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
 
 
 def compare_sets(train_args, args):
-    """--compare's real images and the training images of the copying check, read and checked before
-    sampling, so that a bad folder stops the run at once."""
+    """The number of samples (--n, or by default half the real images, at most 1024), --compare's real
+    images and the training images of the copying check: read and checked before sampling, so that a
+    bad folder stops the run at once."""
     seed, train_folder = train_args["seed"], args.train_data or train_args["data"]
     if train_folder and not Path(train_folder).is_dir():  # None: the toy cats, drawn again
         fail(f"the copying check reads the training images, {train_folder}, which is no folder from here: "
              f"give --train-data DIR")
     try:
         if args.compare == "toy":  # cats drawn with another seed than the training cats, so never trained on
-            args.n = args.n or 1024
-            real = toy_cats(2 * args.n, seed + 1)
+            n = args.n or 1024
+            real = toy_cats(2 * n, seed + 1)
         else:
             real = load_images(args.compare)
-            args.n = args.n or min(1024, len(real) // 2)  # the floor needs two sets of n real images
-        quality.check_sets(args.n, real, source=args.compare)  # before the training images, slower to read
+            n = args.n or min(1024, len(real) // 2)  # the floor needs two sets of n real images
+        quality.check_sets(n, real, source=args.compare)  # before the training images, slower to read
         train = load_images(train_folder, seed=seed)
-        quality.check_sets(args.n, real, train, source=args.compare)
-        return real, train
+        quality.check_training_set(train)
+        return n, real, train
     except ValueError as e:
         fail(e)
 
@@ -136,7 +137,7 @@ def main():
     parser.add_argument("--train-data", metavar="DIR", type=input_folder, help="training images for --compare's "
                         "copying check (default: the checkpoint's own --data)")
     args = parser.parse_args()
-    if args.n is None and not args.compare:  # --compare's default depends on DIR (compare_sets)
+    if args.n is None and not args.compare:  # --compare's default depends on DIR: compare_sets sets it
         args.n = 64
     if args.train_data and not args.compare:
         parser.error("argument --train-data: only --compare reads it; add --compare DIR")
@@ -151,7 +152,7 @@ def main():
     device = torch.device(args.device or best_device())
 
     model, train_args = load_model(args.ckpt, device)
-    real, train = compare_sets(train_args, args) if args.compare else (None, None)
+    args.n, real, train = compare_sets(train_args, args) if args.compare else (args.n, None, None)
     frames = [] if args.gif else None
     images = generate(model, args.n, args.steps, args.seed, device, args.dtype or fast_dtype(device),
                       train_args["t_sampling"], frames)

@@ -1,14 +1,15 @@
 """Tests for model.py: the table of defaults, shapes and gradients of the model, the noise levels, the
 sampler, an overfitting check, and checkpoints. Run: python -m pytest -q test_model.py"""
+import argparse
 import math
 
 import pytest
 import torch
 
 from lut import gram_penalty, patchify
-from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, draw_t, load_checkpoint,
-                   load_weights, make_config, network_calls, sample, save_atomically, save_checkpoint, steps_within,
-                   t_quantile)
+from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, available_device, defaults, draw_t,
+                   fast_dtype, load_checkpoint, load_weights, make_config, network_calls, sample, save_atomically,
+                   save_checkpoint, steps_within, t_quantile)
 
 
 def small_config(lut, static_tokens=None):
@@ -36,6 +37,24 @@ def test_defaults_configs_and_bad_settings():
         make_config("tiny", "dynamic", static_tokens=5)
     with pytest.raises(ValueError, match="divisible"):
         make_config("tiny", "tanh", width=100, heads=3)
+    with pytest.raises(ValueError, match="width 30 must be divisible by heads 2 and by 4"):  # the position code
+        make_config("tiny", "tanh", width=30, heads=2)
+    with pytest.raises(ValueError, match="dict size 2 or more"):  # one entry has no Gram penalty
+        make_config("tiny", "tanh", dict_size=1)
+
+
+def test_cuda_devices_and_their_dtype(monkeypatch):
+    """On a (pretend) machine with one CUDA GPU: cuda:1 is refused, and bf16 is picked only where the
+    GPU runs it natively (Ampere on), not on a T4 or V100 that would emulate it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert available_device("cuda") == "cuda" and available_device("cuda:0") == "cuda:0"
+    with pytest.raises(argparse.ArgumentTypeError, match="^this machine has no cuda:1: give cuda:0$"):
+        available_device("cuda:1")
+    for native, dtype in [(True, "bf16"), (False, "fp32")]:
+        bf16 = lambda including_emulation=True: native or including_emulation  # emulated: any CUDA GPU
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16)
+        assert fast_dtype(torch.device("cuda")) == dtype
 
 
 @pytest.mark.parametrize("lut_name,static_tokens", [

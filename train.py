@@ -50,7 +50,10 @@ from quality import seam_ratio
 
 
 def fail(message):
-    sys.exit(f"error: {message}")
+    """Stop in one line. Under torchrun every rank meets the same problem here; rank 0 says it."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -85,7 +88,7 @@ arg("--batch-size", type=number(int, 1), help="images per step, over all process
 arg("--lr", type=number(float, 0, low_allowed=False), help="AdamW learning rate (default: the preset's)")
 arg("--warmup", type=number(int, 0), default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
 arg("--min-lr", type=number(float, 0, 1), default=0.1, help="cosine decay over --steps ends at this fraction of --lr "
-    "(default: %(default)s; 1 keeps the learning rate constant, as the post)")
+    "(default: %(default)s; 1, with --warmup 0, keeps it constant, as the post)")
 arg("--weight-decay", type=number(float, 0), default=1e-2, help="AdamW weight decay (default: %(default)s)")
 arg("--grad-clip", type=number(float, 0, low_allowed=False), default=1.0,
     help="max gradient norm (default: %(default)s)")
@@ -109,8 +112,8 @@ arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
     sys.exit("error: give --steps or --minutes, not both")
-# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say, and
-# then in the dtype that CPU runs fast); every other one comes from the checkpoint.
+# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say); every
+# other one comes from the checkpoint.
 OWN = {"out", "log_every", "sample_every", "save_every", "device", "dtype", "compile", "resume"}
 
 
@@ -172,6 +175,8 @@ if args.steps is None and args.minutes is None and device.type != "cuda":
 for key, value in defaults(args.preset, args.lut).items():  # what the command line leaves open
     if getattr(args, key) is None and not (key == "steps" and args.minutes):  # a budget's steps: fix_steps
         setattr(args, key, value)
+if checkpoint and args.dtype is None:  # as trained, unless this device would emulate the run's bf16
+    args.dtype = "fp32" if fast_dtype(device) == "fp32" else checkpoint["args"]["dtype"]
 args.dtype = args.dtype or fast_dtype(device)
 # By default a budget long enough to pay for it is compiled where that was tested: CUDA, and x86 CPUs
 # whose vector code is AVX-512 or AVX2 (not ARM CPUs, not MPS).
@@ -187,6 +192,10 @@ if problem:
     args.compile = False
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
+if checkpoint and len(checkpoint["generators"]) != world:  # one random stream per process
+    trained_by = len(checkpoint["generators"])
+    fail(f"{ckpt_path} was trained by {trained_by} process(es), not {world}: resume it with as many "
+         f"(torchrun --nproc_per_node={trained_by}" + (", or no torchrun)" if trained_by == 1 else ")"))
 try:
     cfg = checkpoint["config"] if checkpoint else make_config(
         args.preset, args.lut, width=args.width, depth=args.depth, heads=args.heads,
@@ -215,10 +224,6 @@ if checkpoint:
         optimizer.load_state_dict(checkpoint["optimizer"])
     except ValueError as e:
         fail(f"{ckpt_path}: {e}")
-    trained_by = len(checkpoint["generators"])  # one random stream per process
-    if trained_by != world:
-        fail(f"{ckpt_path} was trained by {trained_by} process(es), not {world}: resume it with as many "
-             f"(torchrun --nproc_per_node={trained_by}" + (", or no torchrun)" if trained_by == 1 else ")"))
     generator.set_state(checkpoint["generators"][rank])
     step = checkpoint["step"]
     log(f"resuming from step {step}")
@@ -380,7 +385,8 @@ def pace():
     return (time.time() - t_timed) / (step - start_step - UNTIMED)
 
 
-# Ctrl-C sets a flag; the loop saves at its next log step and stops. A second Ctrl-C quits at once.
+# Ctrl-C sets a flag; the loop saves at its next log step and stops (in the last log interval the run
+# just ends as planned). A second Ctrl-C quits at once.
 interrupted = False
 
 
@@ -455,7 +461,8 @@ while args.steps is None or step < args.steps:
         bin_sums.zero_()
         last_log = step
         if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
-            log("interrupted: saving and stopping; continue with: python train.py --resume"
+            launcher = f"torchrun --nproc_per_node={world}" if ddp else "python"
+            log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
                 + (f" --out {args.out}" if args.out != "out" else ""))
             stop_if(save())
             leave(130)
