@@ -196,6 +196,14 @@ def input_folder(path):
     return path
 
 
+def training_folder(path):
+    """A `type=` for --data: a folder to read, where a missing one also names the download."""
+    if not Path(path).exists():
+        raise argparse.ArgumentTypeError(f"no folder {path}; to fetch real cat faces into it: "
+                                         f"python data.py --download {path}")
+    return input_folder(path)
+
+
 def output_folder(path):
     """A `type=` for a folder to write into, made when needed: it must not be a file, nor be inside one,
     and its nearest existing folder must be writable."""
@@ -324,7 +332,7 @@ def main():
                                             "python data.py --preview cats.png --data data/cats")
     parser.add_argument("--preview", metavar="PNG", type=picture,
                         help="write an 8x8 grid of one training batch (flips included) to PNG")
-    parser.add_argument("--data", metavar="DIR", type=input_folder,
+    parser.add_argument("--data", metavar="DIR", type=training_folder,
                         help="folder of images to preview (default: the built-in toy cats)")
     parser.add_argument("--cache-dir", default="data/cache", type=output_folder,
                         help="where decoded images are cached (default: %(default)s)")

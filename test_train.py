@@ -157,7 +157,8 @@ def test_ctrl_c_in_the_last_interval_ends_the_run_as_planned(tmp_path, cats):
     (["--heads", "3"], "divisible"),
     (["--width", "30"], "width 30 must be divisible by heads 2 and by 4"),  # 4: the 2D position code
     (["--dict-size", "1"], "argument --dict-size: 1 is not an integer >= 2"),  # no Gram penalty of one entry
-    (["--data", "no/such/folder"], "no/such/folder"),
+    (["--data", "no/such/folder"], "no folder no/such/folder; to fetch real cat faces into it: python data.py "
+                                   "--download no/such/folder"),
     (["--resume"], "no checkpoint"),
     (["--min-lr", "2"], "argument --min-lr: 2 is not a number from 0 to 1"),
     (["--minutes", "5"], "--steps or --minutes, not both"),

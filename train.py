@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from data import get_batch, image_grid, input_folder, load_images, number, output_folder
+from data import get_batch, image_grid, load_images, number, output_folder, training_folder
 from logbook import BINS, append_row, captioned, keep_up_to, plot_losses, read_frames, save_frames
 from lut import entry_usage, gram_image, lut_atlas, lut_figures
 from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS,
@@ -71,7 +71,7 @@ parser = argparse.ArgumentParser(
 arg = parser.add_argument
 arg("--lut", default=DEFAULT_HEAD, choices=list(HEADS),
     help="LUT head (default: %(default)s, the post's headline head; the README's Results compare the three)")
-arg("--data", type=input_folder, help="folder of cat images (default: the built-in toy cats)")
+arg("--data", type=training_folder, help="folder of cat images (default: the built-in toy cats)")
 arg("--out", default="out", type=output_folder, help="folder for the checkpoint and pictures (default: %(default)s)")
 arg("--preset", choices=list(PRESETS), help="model size (default: blog on CUDA, tiny elsewhere)")
 arg("--width", type=number(int, 1), help="override the preset's width")
