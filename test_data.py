@@ -241,4 +241,6 @@ def test_preview_cli(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit:
         data.main()
     assert exit.value.code == 2
-    assert capsys.readouterr().err.endswith(f"error: argument --data: no folder {tmp_path / 'nowhere'}\n")
+    nowhere = tmp_path / "nowhere"
+    assert capsys.readouterr().err.endswith(f"error: argument --data: no folder {nowhere}; to fetch real cat faces "
+                                            f"into it: python data.py --download {nowhere}\n")
