@@ -48,10 +48,14 @@ from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET
                    network_calls, sample, save_atomically, save_checkpoint, steps_within, synchronize)
 from quality import seam_ratio
 
+ddp = "RANK" in os.environ  # launched by torchrun
+rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+master = rank == 0  # rank 0 alone logs, saves and says what went wrong
+
 
 def fail(message):
     """Stop in one line. Under torchrun every rank meets the same problem here; rank 0 says it."""
-    if os.environ.get("RANK", "0") == "0":
+    if master:
         print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
 
@@ -111,7 +115,7 @@ arg("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the 
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
-    sys.exit("error: give --steps or --minutes, not both")
+    fail("give --steps or --minutes, not both")
 # Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say); every
 # other one comes from the checkpoint.
 OWN = {"out", "log_every", "sample_every", "save_every", "device", "dtype", "compile", "resume"}
@@ -123,7 +127,7 @@ START = time.time()  # a --minutes budget counts from here
 
 def stop_before_training(signum, frame):
     """Ctrl-C during the setup: nothing is trained yet, so nothing to save, and no traceback."""
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+    if master:  # under torchrun, one process says it
         print("\ninterrupted before the first step: nothing to save", file=sys.stderr)  # \n: after any progress
     sys.exit(130)
 
@@ -154,8 +158,6 @@ if args.resume:
         fail(f"{ckpt_path} is at step {checkpoint['step']} of {args.steps}: nothing to train; "
              f"give a larger --steps to go on")
 
-ddp = "RANK" in os.environ  # launched by torchrun
-rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
 if args.device is None:
     args.device = best_device()
 device = torch.device(args.device)
@@ -164,7 +166,6 @@ if ddp:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-master = rank == 0
 log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
 
 if args.preset is None:
