@@ -333,7 +333,7 @@ def denoising_loss(model, x, t, noise, autocast, loss="v", gram=0.0):
 
 
 @torch.no_grad()
-def sample(model, noise, steps, train_t_sampling, frames=None):
+def sample(model, noise, steps, train_t_sampling, on_step=None):
     """`steps` steps along the lerp path from t=0 (noise) to t=1 (image): Heun steps, then a last one
     onto the prediction; network_calls(steps) calls of the model.
 
@@ -348,7 +348,7 @@ def sample(model, noise, steps, train_t_sampling, frames=None):
     clipped highlights. The `steps` noise levels the steps start from are spaced as t = end * s^1.5
     for s evenly spaced in [0, 1], closer together near the noise, where each sample's layout is
     decided: 18 steps so (35 calls) beat 64 evenly spaced Euler steps (docs/results.md).
-    If `frames` is a list, x after every step is appended.
+    on_step, if given, is called with x after every step (sample.py keeps a GIF's frames so).
     """
     def predict(x, t):  # x_hat, in x's dtype (under autocast the model may answer in bf16)
         return model(x, torch.full((len(x),), t, device=x.device))[0].to(x.dtype)
@@ -361,11 +361,11 @@ def sample(model, noise, steps, train_t_sampling, frames=None):
         x_euler = x + v * (t_next - t)
         v_next = (predict(x_euler, t_next) - x_euler) / (1 - t_next)
         x = x + (v + v_next) / 2 * (t_next - t)
-        if frames is not None:
-            frames.append(x)
+        if on_step:
+            on_step(x)
     x = predict(x, times[-1])  # the last step lands on x_hat
-    if frames is not None:
-        frames.append(x)
+    if on_step:
+        on_step(x)
     return x
 
 

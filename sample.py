@@ -53,16 +53,21 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
     """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device,
     with matmuls in dtype ("bf16" or "fp32", as model.autocast_for). train_t_sampling: how
     the model's training drew t, which sets the sampler's time grid (model.sample).
-    If `frames` is a list, it receives the first chunk's trajectory: its noise, then every step."""
+    If `frames` is a list, it receives the first 16 images' trajectory: their noise, then every step."""
     noise = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     autocast = autocast_for(device, dtype)
+
+    def keep(x):  # a GIF's 16 images a step, not the whole chunk (that would be ~240 MB over 19 steps)
+        frames.append(x[:16].to("cpu", torch.float32, copy=True))  # (16, 3, 64, 64); a view would keep x
+
     chunks = []
     with autocast:
         for start in range(0, n, CHUNK):
             chunk = noise[start:start + CHUNK].to(device)
-            if frames is not None and start == 0:
-                frames.append(chunk)  # the trajectory starts at the pure noise
-            chunks.append(sample(model, chunk, steps, train_t_sampling, frames if start == 0 else None).float().cpu())
+            first = frames is not None and start == 0
+            if first:
+                keep(chunk)  # the trajectory starts at the pure noise
+            chunks.append(sample(model, chunk, steps, train_t_sampling, keep if first else None).float().cpu())
             if n > CHUNK:  # a minute or more on a CPU: say how far it is
                 print(f"sampled {start + len(chunk)}/{n} images", flush=True)
     return torch.cat(chunks)
@@ -102,7 +107,7 @@ def write(images, frames, out, png_dir, gif_path):
         print(f"wrote {len(images)} images to {png_dir}/")
     if frames is not None:
         # The first 16 images: the starting noise, then one frame per step.
-        pictures = [image_grid(x[:16].float().cpu(), ncol=4, pad=2) for x in frames]
+        pictures = [image_grid(x, ncol=4, pad=2) for x in frames]
         durations = [80] * (len(pictures) - 1) + [2000]  # ms per frame; the cats stay up for 2 s
         pictures[0].save(gif_path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
         print(f"wrote {gif_path}")

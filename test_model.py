@@ -118,7 +118,7 @@ def test_sampler_steps_to_the_99th_percentile_of_training_t_then_lands_on_the_pr
             return torch.full_like(x, 0.25), None
     noise = torch.randn(2, 3, 64, 64)
     frames = []
-    out = sample(Constant(), noise, steps=4, train_t_sampling="logit-normal", frames=frames)
+    out = sample(Constant(), noise, steps=4, train_t_sampling="logit-normal", on_step=frames.append)
     assert len(frames) == 4 and torch.allclose(out, torch.full_like(out, 0.25))
     end = t_quantile("logit-normal", 0.99)
     assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3263)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_0.99)

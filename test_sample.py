@@ -26,6 +26,17 @@ def test_sample_dtype_fp32_is_the_plain_path_and_bf16_stays_close():
     assert 0 < (bf16 - fp32).abs().mean() < 0.05 * fp32.abs().mean()
 
 
+def test_gif_frames_keep_16_images_a_step_from_noise_to_the_samples():
+    torch.manual_seed(0)
+    model = LUTTransformer(Config(width=32, depth=1, heads=2)).eval()
+    frames = []
+    images = generate(model, 20, 3, 5, torch.device("cpu"), "fp32", "logit-normal", frames)
+    noise = torch.randn(20, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    assert len(frames) == 1 + 3 and all(frame.shape == (16, 3, 64, 64) for frame in frames)
+    assert torch.equal(frames[0], noise[:16]) and torch.equal(frames[-1], images[:16])
+    assert all(frame.untyped_storage().nbytes() == frame.nbytes for frame in frames)  # copies, not views of x
+
+
 def test_compare_checks_its_folders_before_sampling(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
     three = tmp_path / "three"
