@@ -4,7 +4,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -337,12 +336,9 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
 
 
 def ddp():
-    """torchrun with 2 processes on a free port: two DDP tests in a row must not share one."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1",
-            "--master_port", str(port)]
+    """torchrun with 2 processes; --standalone lets it take a free port itself (a port picked here and
+    then freed could be taken by another test before torchrun binds it)."""
+    return ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 def test_two_process_ddp_on_gloo(tmp_path, cats):
@@ -354,7 +350,8 @@ def test_two_process_ddp_on_gloo(tmp_path, cats):
     assert not torch.equal(first, second)  # each rank draws its own batches
     alone = run("train.py", "--resume", "--steps", 4, cwd=tmp_path)  # one process cannot go on with two streams
     assert alone.returncode == 1 and alone.stderr.splitlines() == [
-        "error: out/ckpt.pt was trained by 2 process(es), not 1: resume it with as many (torchrun --nproc_per_node=2)"]
+        "error: out/ckpt.pt was trained by 2 process(es), not 1: resume it with as many "
+        "(torchrun --standalone --nproc_per_node=2)"]
 
 
 def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):

@@ -5,7 +5,7 @@ Usage:
     python train.py --lut tanh --data data/cats    # any folder of cat pictures
     python train.py --minutes 60                   # a time budget (default on a CPU: 30 minutes)
     python train.py --resume                       # continue out/ckpt.pt exactly where it stopped
-    torchrun --nproc_per_node=4 train.py ...       # several GPUs (or CPU processes) with DDP
+    torchrun --standalone --nproc_per_node=4 train.py ...  # several GPUs (or CPU processes), DDP
 
 One training step: draw t in [0, 1] (JiT's logit-normal, leaning towards the noise; --t-sampling
 uniform as the post), make x_t = t x + (1 - t) noise, predict x, take the loss (JiT's: the error of
@@ -196,7 +196,7 @@ if args.batch_size % world:
 if checkpoint and len(checkpoint["generators"]) != world:  # one random stream per process
     trained_by = len(checkpoint["generators"])
     fail(f"{ckpt_path} was trained by {trained_by} process(es), not {world}: resume it with as many "
-         f"(torchrun --nproc_per_node={trained_by}" + (", or no torchrun)" if trained_by == 1 else ")"))
+         f"(torchrun --standalone --nproc_per_node={trained_by}" + (", or no torchrun)" if trained_by == 1 else ")"))
 try:
     cfg = checkpoint["config"] if checkpoint else make_config(
         args.preset, args.lut, width=args.width, depth=args.depth, heads=args.heads,
@@ -462,7 +462,7 @@ while args.steps is None or step < args.steps:
         bin_sums.zero_()
         last_log = step
         if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
-            launcher = f"torchrun --nproc_per_node={world}" if ddp else "python"
+            launcher = f"torchrun --standalone --nproc_per_node={world}" if ddp else "python"
             log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
                 + (f" --out {args.out}" if args.out != "out" else ""))
             stop_if(save())
