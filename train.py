@@ -51,6 +51,7 @@ from quality import seam_ratio
 ddp = "RANK" in os.environ  # launched by torchrun
 rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
 master = rank == 0  # rank 0 alone logs, saves and says what went wrong
+TORCHRUN = "torchrun --standalone --nproc_per_node"  # =N: how the messages say to start N processes
 
 
 def fail(message):
@@ -196,7 +197,7 @@ if args.batch_size % world:
 if checkpoint and len(checkpoint["generators"]) != world:  # one random stream per process
     trained_by = len(checkpoint["generators"])
     fail(f"{ckpt_path} was trained by {trained_by} process(es), not {world}: resume it with as many "
-         f"(torchrun --standalone --nproc_per_node={trained_by}" + (", or no torchrun)" if trained_by == 1 else ")"))
+         f"({TORCHRUN}={trained_by}" + (", or no torchrun)" if trained_by == 1 else ")"))
 try:
     cfg = checkpoint["config"] if checkpoint else make_config(
         args.preset, args.lut, width=args.width, depth=args.depth, heads=args.heads,
@@ -462,7 +463,7 @@ while args.steps is None or step < args.steps:
         bin_sums.zero_()
         last_log = step
         if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
-            launcher = f"torchrun --standalone --nproc_per_node={world}" if ddp else "python"
+            launcher = f"{TORCHRUN}={world}" if ddp else "python"
             log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
                 + (f" --out {args.out}" if args.out != "out" else ""))
             stop_if(save())
