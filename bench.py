@@ -38,9 +38,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from data import number, output_file, run_command
 from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device,
                    compile_problem, default_preset, defaults, denoising_loss, fast_dtype, make_config,
-                   network_calls, sample, synchronize)
+                   make_optimizer, network_calls, sample, synchronize)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
+WEIGHT_DECAY, GRAD_CLIP, EMA = 1e-2, 1.0, 0.999  # train.py's defaults (its flags)
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
            ("train_gflop_per_img", "GFLOP/img", ".2f"), ("tflop_per_s", "TFLOP/s", ".3f"),
            ("vs_fp32_peak", "x fp32 peak", ".2f"), ("vs_bf16_peak", "x bf16 peak", ".2f"),
@@ -105,9 +106,9 @@ def train_step(model, ema, optimizer, autocast, gram):
     loss, _ = denoising_loss(model, x, t, torch.randn_like(x), autocast, gram=gram)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
     optimizer.step()
-    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - 0.999)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - EMA)
     return loss.item()
 
 
@@ -116,8 +117,7 @@ def bench_head(lut_name, args, device, peaks):
     settings = defaults(args.preset, lut_name)  # as train.py trains it, but at batch BATCH
     model = LUTTransformer(make_config(args.preset, lut_name)).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=1e-2, betas=(0.9, 0.95),
-                                  fused=device.type in ("cuda", "cpu"))
+    optimizer = make_optimizer(model, settings["lr"], WEIGHT_DECAY, device)
     run_model = torch.compile(model) if args.compile else model
     autocast = autocast_for(device, args.dtype)
 
@@ -218,10 +218,9 @@ def bench_reference(args, device, dtypes):
               f"{flops / 1e9:.2f} GFLOP per image forward", flush=True)
     ema = copy.deepcopy(ours).requires_grad_(False)
     settings = defaults("blog", "dynamic")
-    fused = device.type in ("cuda", "cpu")
-    reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-4, weight_decay=1e-2, fused=fused)
-    our_optimizer = torch.optim.AdamW(ours.parameters(), lr=settings["lr"], weight_decay=1e-2, betas=(0.9, 0.95),
-                                      fused=fused)
+    reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-4, weight_decay=WEIGHT_DECAY,
+                                            fused=device.type in ("cuda", "cpu"))  # as its file trains it
+    our_optimizer = make_optimizer(ours, settings["lr"], WEIGHT_DECAY, device)
 
     def img_per_s(name, step):
         for _ in range(args.warmup):

@@ -257,6 +257,8 @@ def fetch(url, target):
                     print(f"\r{name}: {done / 1e6:.1f} of {total / 1e6:.1f} MB, {speed / 1e6:.1f} MB/s",
                           end="", file=sys.stderr)
             print(file=sys.stderr)
+            if done < total:  # the server closed the connection early: keep the partial file to resume
+                raise ConnectionError(f"the connection closed after {done / 1e6:.1f} of {total / 1e6:.1f} MB")
     except OSError as error:  # URLError, timeouts and dropped connections are all OSErrors
         if getattr(error, "code", None) == 416:  # HTTP "range not satisfiable": the partial file is already whole
             return

@@ -48,7 +48,8 @@ def keep_up_to(out, step):
     rows and frames after it came from an interrupted run that this one redoes, so they go."""
     kept = {}
     for name, columns in [("log.csv", LOG_COLUMNS), ("lut.csv", LUT_COLUMNS)]:
-        kept[name] = [row for row in read_csv(out / name)[1:] if int(row[0]) <= step]
+        # (a row cut short by a full disk goes too)
+        kept[name] = [row for row in read_csv(out / name)[1:] if len(row) == len(columns) and int(row[0]) <= step]
         save_atomically([columns, *kept[name]], out / name, write=write_csv)
     save_frames(out, read_frames(out)[:len(kept["lut.csv"])])  # one frame per lut.csv row
 

@@ -21,6 +21,7 @@ lut.py says, and the score layer at exactly zero. So at step 0 every patch gives
 weight: the softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
 """
 import argparse
+import io
 import math
 import os
 from contextlib import nullcontext
@@ -34,7 +35,8 @@ import torch.nn.functional as F
 from lut import PATCH, apply_lut, gram_penalty, make_head
 
 # ----------------------------------------------------------------------------- defaults
-# Every default setting in one place: Config, make_config, train.py and bench.py read them here.
+# The default size of each preset and the settings of each head, in one place: Config, make_config,
+# train.py and bench.py read them here. The training loop's other settings are train.py's flags.
 DEFAULT_HEAD = "dynamic"  # the post's headline head; on a 30-minute CPU budget as good as tanh (README, Results)
 PRESETS = {  # the model's size, and how train.py trains it
     "blog": dict(width=512, depth=16, heads=8, steps=10_000, batch_size=64, lr=3e-4),  # the post's
@@ -153,7 +155,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.width, cfg.width)
 
     def forward(self, x):  # (B, T, width)
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).transpose(1, 3).unbind(2)  # (B, h, T, d)
+        qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # (B, T, 3 * width) -> (B, T, 3, h, d)
+        q, k, v = qkv.transpose(1, 3).unbind(2)  # (B, h, 3, T, d) -> 3 x (B, h, T, d)
         if x.device.type == "cpu" and torch.is_grad_enabled():  # training on a CPU: the same maths in plain
             # matmuls, 3x faster there than the fused kernel's backward; the softmax in fp32 even under autocast
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, T, T)
@@ -165,8 +168,9 @@ class Attention(nn.Module):
 
 class GatedMLP(nn.Module):
     """The post's MLP: up * silu(gate) from two width-to-width projections, with no expansion and no
-    down projection. Half the cost of a 4x MLP (or its SwiGLU twin), and as good per step here
-    (docs/results.md), so a CPU budget buys twice the steps."""
+    down projection: 2 width^2 multiply-adds per token where a 4x MLP (or its SwiGLU twin) takes 8. With
+    attention's 4, a block costs half as much, as good per step here (docs/results.md), so a CPU budget
+    buys twice the steps."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -379,18 +383,28 @@ CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "config", 
 OLD_ARGS = {"min_lr": 1.0}  # settings newer than the first checkpoints, with the value those runs trained with
 
 
+def make_optimizer(model, lr, weight_decay, device):
+    """AdamW with the post's betas, its update fused into one kernel where PyTorch has one."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
+                             fused=device.type in ("cuda", "cpu"))
+
+
 def save_atomically(obj, path, write=torch.save):
-    """write(obj, file) into a temp file beside path, then rename: a crash, Ctrl-C or a full disk never
-    leaves a half-written checkpoint, cache or picture behind, and the previous file stays whole until
-    the new one is. A failed write raises OSError (errno ENOSPC for a full disk), the temp file removed."""
+    """write(obj, file) into a temp file beside path, then rename: a crash, Ctrl-C, a power cut or a full
+    disk never leaves a half-written checkpoint, cache or picture behind, and the previous file stays whole
+    until the new one is. A failed write raises OSError (errno ENOSPC for a full disk), the temp file removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + f".tmp{os.getpid()}")
+    # The bytes are made in memory first: torch.save writing to a full disk itself raises a RuntimeError
+    # without the errno, after a short write, where a plain write raises OSError.
+    data = io.BytesIO()
+    write(obj, data)
     try:
-        # Unbuffered: a failed write raises its OSError here, where torch's own file writer would turn
-        # it into a RuntimeError without the errno.
-        with open(temp, "wb", buffering=0) as file:
-            write(obj, file)
+        with open(temp, "wb") as file:
+            file.write(data.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())  # on the disk before the rename, so a power cut cannot leave it empty
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

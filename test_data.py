@@ -173,7 +173,7 @@ def test_download_extracts_skips_and_restarts(tmp_path, capsys):
 
 def test_fetch_resumes_with_http_range(tmp_path):
     payload = os.urandom(5000)
-    starts = []
+    starts, cut = [], [3500]  # the first answer ends at byte 3500 though it announced all: a dropped connection
 
     class RangeServer(http.server.BaseHTTPRequestHandler):  # a local server that honours "Range: bytes=N-"
         def do_GET(self):
@@ -184,7 +184,7 @@ def test_fetch_resumes_with_http_range(tmp_path):
             self.send_response(206 if start else 200)
             self.send_header("Content-Length", str(len(payload) - start))
             self.end_headers()
-            self.wfile.write(payload[start:])
+            self.wfile.write(payload[start:cut.pop() if cut else None])
 
         def log_message(self, *args):
             pass
@@ -194,10 +194,13 @@ def test_fetch_resumes_with_http_range(tmp_path):
     url = f"http://127.0.0.1:{server.server_port}/dataset-part1.tar.gz"
     target = tmp_path / "download.part"
     target.write_bytes(payload[:2000])  # an interrupted earlier download
+    with pytest.raises(ValueError, match="connection closed after .*; run the same command again to resume"):
+        data.fetch(url, target)
+    assert target.read_bytes() == payload[:3500]  # kept, to resume from
     data.fetch(url, target)
     data.fetch(url, target)  # already whole: the server answers 416, the file stays as it is
     server.shutdown()
-    assert starts == [2000, 5000] and target.read_bytes() == payload
+    assert starts == [2000, 3500, 5000] and target.read_bytes() == payload
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

@@ -32,25 +32,47 @@ def test_train_then_sample(tmp_path, cats):
     assert Image.open(tmp_path / "samples.gif").n_frames == 1 + 3  # the noise, then 3 steps
 
 
-FULL_DISK = """# A script, then its arguments: the script runs with a full disk for the Nth file whose name holds NAME.
-import errno, runpy, sys, torch
-from PIL import Image
-name, nth = "{name}", {nth}
-writes = []
+FULL_DISK = """# A script, then its arguments: the script runs with a full disk for the Nth file opened for writing
+# whose name holds NAME: only ROOM bytes of it fit, less than any file the scripts write. As on a real disk, an unbuffered write first
+# returns a short count and only the next one raises; a buffered write raises at once.
+import builtins, errno, runpy, sys
+name, nth, ROOM = "{name}", {nth}, 10
+opened = []
+real_open = builtins.open
 
 
-def full_disk(write):
-    def patched(obj, file, *args, **kwargs):
-        if name in str(getattr(file, "name", file)):
-            writes.append(file)
-            if len(writes) == nth:
-                file.write(b"half a file")
-                raise OSError(errno.ENOSPC, "No space left on device")
-        return write(obj, file, *args, **kwargs)
-    return patched
+class FullDisk:
+    def __init__(self, file, raw):
+        self.file, self.raw, self.written = file, raw, 0
+
+    def write(self, data):
+        fits = data[:ROOM - self.written]
+        self.file.write(fits)
+        self.written += len(fits)
+        if len(fits) == len(data) or (self.raw and fits):
+            return len(fits)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, attribute):
+        return getattr(self.file, attribute)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.file.close()
 
 
-torch.save, Image.Image.save = full_disk(torch.save), full_disk(Image.Image.save)
+def full_disk(file, mode="r", buffering=-1, *args, **kwargs):
+    opened_file = real_open(file, mode, buffering, *args, **kwargs)
+    if mode[0] in "wa" and name in str(file):
+        opened.append(file)
+        if len(opened) == nth:
+            return FullDisk(opened_file, raw=buffering == 0)
+    return opened_file
+
+
+builtins.open = full_disk
 sys.argv = sys.argv[1:]
 sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as when the script runs itself
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -107,6 +129,19 @@ def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 2
 
 
+@pytest.mark.parametrize("name,nth,flags,step", [
+    ("log.csv", 1, ["--steps", 4], 0),  # started over before the first step
+    ("log.csv", 3, ["--steps", 4], 2),  # then a row appended at each log step
+    ("ckpt.pt.timing", 1, ["--minutes", 0.01], 25),  # the checkpoint a budget's timing writes aside
+])
+def test_full_disk_for_any_file_stops_in_one_line(tmp_path, cats, name, nth, flags, step):
+    result = run_with_full_disk(name, nth, "train.py", *TINY, "--data", cats, *flags, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (f"error: cannot write to out at step {step}: No space left on device; "
+                                              "stopped, and no checkpoint was saved yet. Free some space, then start "
+                                              "again")
+
+
 def test_ctrl_c_before_training_stops_in_one_line(tmp_path):
     # Without --data the run first draws 10,000 toy cats (seconds): the signal comes while it does,
     # after the "preset:" line that a run without --preset prints first.
@@ -121,9 +156,10 @@ def test_ctrl_c_before_training_stops_in_one_line(tmp_path):
     assert err.splitlines()[-1] == "interrupted before the first step: nothing to save" and "Traceback" not in err
 
 
-def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
+def test_ctrl_c_saves_a_loadable_checkpoint_after_that_steps_pictures(tmp_path, cats):
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats),
-                                "--steps", "100000"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+                                "--steps", "100000", "--sample-every", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               text=True)
     for line in process.stdout:  # wait until training is under way
         if line.startswith("step 2/"):
             break
@@ -131,8 +167,11 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path, cats):
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130
     assert "interrupted: saving and stopping; continue with: python train.py --resume\n" in out
-    checkpoint = load(tmp_path / "out" / "ckpt.pt")
-    assert 2 <= checkpoint["step"] < 100000
+    step = load(tmp_path / "out" / "ckpt.pt")["step"]
+    assert 2 <= step < 100000
+    # A resume starts after this step: its pictures are drawn before stopping, or they never would be.
+    assert (tmp_path / "out" / f"samples_{step:06d}.png").exists()
+    assert (tmp_path / "out" / "lut.csv").read_text().splitlines()[-1].split(",")[0] == str(step)
 
 
 def test_ctrl_c_in_the_last_interval_ends_the_run_as_planned(tmp_path, cats):
@@ -253,6 +292,10 @@ def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
     assert after[0] < 0.5 * before[-1]
     assert after[0] < after[-1]  # as the freeze weighs less in the pace, steps come back
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == after[-1]
+    # Each count is fixed before that step's checkpoint, which keeps it: a resume goes on with it.
+    for timed_to in re.findall(r"budget 0.25 min: \d+ steps \([\d.]+ s per step over steps \d+-(\d+)", out):
+        before, saved, _ = out.partition(f"saved out/ckpt.pt at step {timed_to}\n")
+        assert saved and f"over steps 5-{timed_to}, " in before
     last_row = (tmp_path / "out" / "log.csv").read_text().splitlines()[-1].split(",")
     assert int(last_row[0]) == after[-1] and float(last_row[-1]) <= 0.25  # minutes since training began
 

@@ -45,7 +45,8 @@ from lut import entry_usage, gram_image, lut_atlas, lut_figures
 from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS,
                    LUTTransformer, autocast_for, available_device, best_device, compile_problem, default_preset,
                    defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights, make_config,
-                   network_calls, sample, save_atomically, save_checkpoint, steps_within, synchronize)
+                   make_optimizer, network_calls, sample, save_atomically, save_checkpoint, steps_within,
+                   synchronize)
 from quality import seam_ratio
 
 ddp = "RANK" in os.environ  # launched by torchrun
@@ -213,8 +214,7 @@ torch.manual_seed(args.seed)  # the same initial weights on every rank
 model = LUTTransformer(cfg).to(device)
 log(f"model: {args.preset} preset, {args.lut} head, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
 ema = copy.deepcopy(model).requires_grad_(False)
-optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.95),
-                              fused=device.type in ("cuda", "cpu"))  # one kernel for all parameters
+optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
 # One generator draws everything random in training (batches, flips, t, noise): its state in
 # the checkpoint makes a resumed run exact. Each rank gets its own stream.
 generator = torch.Generator().manual_seed(args.seed + rank)
@@ -350,12 +350,16 @@ def time_overheads():
         ema(fixed_noise, torch.ones(64, device=device))
         synchronize(device)
         picture_s = (network_calls(SAMPLE_STEPS) + 1) * (time.time() - start)
-    save_s = 0.0
+    save_s, problem = 0.0, None
     if master:
         probe, start = out / "ckpt.pt.timing", time.time()
-        save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world, step, vars(args))
+        try:
+            save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world, step, vars(args))
+        except OSError as e:
+            problem = write_failed(e)
         save_s = time.time() - start
-        probe.unlink()
+        probe.unlink(missing_ok=True)
+    stop_if(problem)
     return picture_s, save_s
 
 
@@ -387,8 +391,8 @@ def pace():
     return (time.time() - t_timed) / (step - start_step - UNTIMED)
 
 
-# Ctrl-C sets a flag; the loop saves at its next log step and stops (in the last log interval the run
-# just ends as planned). A second Ctrl-C quits at once.
+# Ctrl-C sets a flag; the loop saves at its next log step, after that step's pictures, and stops (in the
+# last log interval the run just ends as planned). A second Ctrl-C quits at once.
 interrupted = False
 
 
@@ -398,10 +402,23 @@ def on_interrupt(signum, frame):
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def write_log(row):
+    """One more row of log.csv, by rank 0. Returns what went wrong, or None."""
+    try:
+        append_row(out / "log.csv", row)
+    except OSError as e:
+        return write_failed(e)
+
+
 signal.signal(signal.SIGINT, on_interrupt)
+problem = None
 if master:
-    out.mkdir(parents=True, exist_ok=True)
-    keep_up_to(out, step)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        keep_up_to(out, step)
+    except OSError as e:
+        problem = write_failed(e)
+stop_if(problem)
 
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
@@ -411,6 +428,7 @@ bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin si
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 budget_run = args.steps is None  # a --minutes run that has not fixed its step count yet (a resume has)
+stopping = False  # Ctrl-C was pressed on some rank, as the last log step found
 while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
     t = draw_t(local_batch, args.t_sampling, generator).to(device)  # before the noise: an exact resume needs the order
@@ -456,28 +474,29 @@ while args.steps is None or step < args.steps:
             + " ".join("-" if math.isnan(v) else f"{v:.3f}" for v in per_bin.tolist())
             + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
             + f" | {elapsed / 60:.1f} min, {eta}")
-        if master:
-            append_row(out / "log.csv", [step, mean_loss, *per_bin.tolist(), optimizer.param_groups[0]["lr"],
-                                         args.batch_size / per_step, elapsed / 60])
+        stop_if(write_log([step, mean_loss, *per_bin.tolist(), optimizer.param_groups[0]["lr"],
+                           args.batch_size / per_step, elapsed / 60]) if master else None)
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
-        if stats[-1] > 0 and step != args.steps:  # at the last step the run ends as planned, pictures and all
-            launcher = f"{TORCHRUN}={world}" if ddp else "python"
-            log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
-                + (f" --out {args.out}" if args.out != "out" else ""))
-            stop_if(save())
-            leave(130)
+        stopping = stats[-1] > 0 and step != args.steps  # at the last step the run ends as planned
     if step % args.sample_every == 0 or step == args.steps:
         stop_if(save_pictures() if master else None)
-    if step % args.save_every == 0 or step == args.steps:
-        stop_if(save())
     timed_before = max(args.warmup, start_step + UNTIMED + TIMED)  # the count was fixed by then
     if budget_run and step % args.save_every == 0 and timed_before < step < args.steps:
         # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
         # all steps since the untimed ones again, less the pictures and checkpoints (a machine that got
-        # faster again after a slow spell gets steps back).
+        # faster again after a slow spell gets steps back). Before the checkpoint, which keeps the count,
+        # so that a resume goes on as this run does (this step's checkpoint is left out of the pace).
         fix_steps(pace() - overheads[0] / args.sample_every - overheads[1] / args.save_every,
                   f"steps {start_step + UNTIMED}-{step}", *overheads, again=True)
+    if stopping:  # after this step's pictures, so that a resume, which starts after it, lacks none
+        launcher = f"{TORCHRUN}={world}" if ddp else "python"
+        log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
+            + (f" --out {args.out}" if args.out != "out" else ""))
+        stop_if(save())
+        leave(130)
+    if step % args.save_every == 0 or step == args.steps:
+        stop_if(save())
 
 leave(0)
