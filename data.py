@@ -65,8 +65,12 @@ def load_folder(path, cache_dir="data/cache"):
     files = [p for p in all_files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
         found = ", ".join(sorted({p.suffix.lower() or "no extension" for p in all_files}))
+        if any(not p.name.startswith(".") for p in all_files):
+            what_to_do = f"expected {'/'.join(IMAGE_EXTENSIONS)} files, anywhere under the folder"
+        else:  # empty, or what a download that stopped left: fetching is what is left to do
+            what_to_do = f"to fetch real cat faces into it: python data.py --download {folder}"
         raise ValueError(f"no images in {folder}: found {len(all_files)} files{f' ({found})' if found else ''}; "
-                         f"expected {'/'.join(IMAGE_EXTENSIONS)} files, anywhere under the folder")
+                         + what_to_do)
 
     key = hashlib.sha256(str(folder.resolve()).encode())
     for file in files:

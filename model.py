@@ -425,14 +425,23 @@ def load_checkpoint(path):
     if Path(path).is_dir():
         raise ValueError(f"{path} is a folder: give the checkpoint in it, {Path(path) / 'ckpt.pt'}")
     if not Path(path).is_file():
-        raise ValueError(f"no checkpoint at {path}; train one first with: python train.py")
+        out = Path(path).parent  # train.py writes out/ckpt.pt
+        raise ValueError(f"no checkpoint at {path}; train one first with: python train.py"
+                         + (f" --out {out}" if Path(path).name == "ckpt.pt" and out != Path("out") else ""))
+    not_ours = f"{path} is not a checkpoint written by train.py"
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip file
+        raise ValueError(not_ours if head else f"{path} is empty")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # CUDA-trained loads anywhere
-    except Exception as e:  # truncated, corrupt or not a torch file at all
+    except Exception as e:  # truncated or corrupt
         raise ValueError(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?") from None
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint] if isinstance(checkpoint, dict) else ["all"]
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{not_ours}: it holds a {type(checkpoint).__name__}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
-        raise ValueError(f"{path} is not a checkpoint written by train.py (missing: {', '.join(missing)})")
+        raise ValueError(f"{not_ours} (missing: {', '.join(missing)})")
     try:
         checkpoint["config"] = Config(**checkpoint["config"])
     except (TypeError, ValueError) as e:

@@ -153,6 +153,9 @@ def compare(samples, real, train, seed=0, source="the real images"):
     n = min(len(samples), len(real) // 2)  # the floor needs two disjoint sets of n real images
     if n < len(samples):
         print(f"warning: {source} has only {len(real)} images, so {n} samples are compared")
+    if n < 500:  # few images: sampling noise dominates both distances
+        print(f"warning: with {n} images the SWD ratio leans towards 1; compare only figures of the same n "
+              f"(the README's: 500)")
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
     real_a, real_b = (real[order[i * n:(i + 1) * n]].float() / 127.5 - 1 for i in range(2))
     samples = ((samples[:n].clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # as a PNG stores them

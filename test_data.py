@@ -69,6 +69,9 @@ def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(ValueError, match=r"no folder .*nowhere.*--download"):
         data.load_folder(tmp_path / "nowhere", tmp_path / "cache")
     (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no images in .*empty: found 0 files; to fetch real cat faces into it: "
+                                         r"python data.py --download .*empty$"):  # as a download that failed leaves it
+        data.load_folder(tmp_path / "empty", tmp_path / "cache")
     (tmp_path / "empty" / "a.txt").write_text("x")
     (tmp_path / "empty" / "b.csv").write_text("x")
     with pytest.raises(ValueError, match=r"no images in .*empty: found 2 files \(\.csv, \.txt\); expected \.png/"):

@@ -213,11 +213,15 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path):
     checkpoint = torch.load(tmp_path / "good.pt", weights_only=False)
     torch.save({k: v for k, v in checkpoint.items() if k != "optimizer"}, tmp_path / "partial.pt")
     torch.save({**checkpoint, "config": {**checkpoint["config"], "colour": 3}}, tmp_path / "future.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "out").mkdir()
-    for name, message in [("missing.pt", "no checkpoint at"), ("out", "out is a folder: give the checkpoint in it, "),
-                          ("half.pt", "cannot read"), ("text.pt", "cannot read"),
-                          ("list.pt", "not a checkpoint written by train.py"), ("partial.pt", r"missing: optimizer\)"),
-                          ("future.pt", "cannot build .*colour")]:
+    for name, message in [("missing.pt", "no checkpoint at .*missing.pt; train one first with: python train.py$"),
+                          ("run/ckpt.pt", "no checkpoint at .*; train one first with: python train.py --out .*run$"),
+                          ("out", "out is a folder: give the checkpoint in it, "),
+                          ("half.pt", "cannot read .*; is the file complete"), ("empty.pt", "empty.pt is empty$"),
+                          ("text.pt", "text.pt is not a checkpoint written by train.py$"),
+                          ("list.pt", "not a checkpoint written by train.py: it holds a list$"),
+                          ("partial.pt", r"missing: optimizer\)"), ("future.pt", "cannot build .*colour")]:
         with pytest.raises(ValueError, match=message) as error:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(error.value)

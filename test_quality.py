@@ -115,4 +115,6 @@ def test_compare_needs_two_samples_four_real_and_two_training_images(cats, capsy
     with pytest.raises(ValueError, match="at least 2 samples; give --n 2 or more"):
         compare(cats[1][:1], uint8, uint8, source="DIR")
     compare(cats[1][:8], uint8[:5], uint8, source="DIR")
-    assert "DIR has only 5 images, so 2 samples are compared" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "DIR has only 5 images, so 2 samples are compared" in printed
+    assert "warning: with 2 images the SWD ratio leans towards 1; compare only figures of the same n" in printed

@@ -51,8 +51,10 @@ def test_compare_checks_its_folders_before_sampling(tmp_path, cats):
     assert not (tmp_path / "samples.png").exists()  # stopped before sampling
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
-def test_sample_rejects_bad_checkpoints(tmp_path, cats, content):
+@pytest.mark.parametrize("content,message", [(b"", "bad.pt is empty"),
+                                             (b"not a checkpoint", "bad.pt is not a checkpoint written by train.py"),
+                                             (None, "cannot read bad.pt as a checkpoint")])
+def test_sample_rejects_bad_checkpoints(tmp_path, cats, content, message):
     if content is None:  # a real checkpoint, cut in half
         assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
         whole = (tmp_path / "out" / "ckpt.pt").read_bytes()
@@ -60,7 +62,7 @@ def test_sample_rejects_bad_checkpoints(tmp_path, cats, content):
     (tmp_path / "bad.pt").write_bytes(content)
     result = run("sample.py", "bad.pt", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: cannot read bad.pt") and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {message}") and "Traceback" not in result.stderr
 
 
 def test_compare_cli(tmp_path):
@@ -75,7 +77,7 @@ def test_compare_cli(tmp_path):
                     {"data": "train", "seed": 0, "t_sampling": "logit-normal"})
     result = run("sample.py", "ckpt.pt", "--compare", "real", "--steps", 2, "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "warning" not in result.stdout  # n is half the 16 real images: every sample is compared
+    assert "samples are compared" not in result.stdout  # n is half the 16 real images: every sample is compared
     lines = result.stdout.splitlines()
     ratio = [line for line in lines if line.startswith("ratio")][0]
     assert float(ratio.split()[-1]) > 2  # untrained samples are far from cats, whatever their floor

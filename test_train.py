@@ -33,8 +33,9 @@ def test_train_then_sample(tmp_path, cats):
 
 
 FULL_DISK = """# A script, then its arguments: the script runs with a full disk for the Nth file opened for writing
-# whose name holds NAME: only ROOM bytes of it fit, less than any file the scripts write. As on a real disk, an unbuffered write first
-# returns a short count and only the next one raises; a buffered write raises at once.
+# whose name holds NAME: only ROOM bytes of it fit, less than any file the scripts write. As on a real
+# disk, an unbuffered write first returns a short count and only the next one raises; a buffered write
+# raises at once.
 import builtins, errno, runpy, sys
 name, nth, ROOM = "{name}", {nth}, 10
 opened = []
@@ -104,7 +105,8 @@ def test_full_disk_keeps_the_checkpoint_and_resume_is_exact(tmp_path, cats):
                                               "stopped, and resumed/ckpt.pt is intact, as it was last saved. Free "
                                               "some space, then continue with --resume")
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [
-        "ckpt.pt", "gram.png", "log.csv", "loss.png", "lut.csv", "lut.png", "progress.gif", "samples_000006.png"]
+        ".lock", "ckpt.pt", "gram.png", "log.csv", "loss.png", "lut.csv", "lut.png", "progress.gif",
+        "samples_000006.png"]
     assert load(tmp_path / "resumed" / "ckpt.pt")["step"] == 3
     result = run("train.py", "--resume", "--out", "resumed", "--log-every", 1, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -125,7 +127,7 @@ def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
     assert result.stderr.splitlines()[-1].startswith("error: cannot write to out at step 3: No space left on device; "
                                                      "stopped, and out/ckpt.pt is intact")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "ckpt.pt", "log.csv", "lut.csv", "samples_000003.png"]
+        ".lock", "ckpt.pt", "log.csv", "lut.csv", "samples_000003.png"]
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 2
 
 
@@ -265,7 +267,14 @@ def test_a_time_budget_times_again_over_the_warm_up(tmp_path, cats):
     assert [over for _, over in counts] == ["20 steps", "the warm-up"]
     assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == int(counts[1][0])
     assert f"step {counts[1][0]}/{counts[1][0]} |" in result.stdout
-    assert "too short" not in result.stdout  # the budget fits: no warning that it does not
+    assert "too short" not in result.stdout and "warm-up:" not in result.stdout  # the budget fits, warm-up and all
+
+
+def test_a_budget_mostly_spent_warming_up_says_so(tmp_path, cats):
+    result = run("train.py", *TINY, "--data", cats, "--minutes", 0.05, "--warmup", 1000, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"warning: 0.05 min fits \d+ steps here, 1000 of them the learning rate's warm-up: it will "
+                     r"hardly decay; give more --minutes, or a smaller --warmup\n", result.stdout)
 
 
 def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
@@ -291,6 +300,7 @@ def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
     # count is not compared with the one before: that came from 40 steps, which a busy machine can slow.)
     assert after[0] < 0.5 * before[-1]
     assert after[0] < after[-1]  # as the freeze weighs less in the pace, steps come back
+    assert "too short" not in out  # the budget was not: the machine slowed down
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == after[-1]
     # Each count is fixed before that step's checkpoint, which keeps it: a resume goes on with it.
     for timed_to in re.findall(r"budget 0.25 min: \d+ steps \([\d.]+ s per step over steps \d+-(\d+)", out):
@@ -352,6 +362,20 @@ def test_a_new_run_never_overwrites_a_checkpoint(tmp_path, cats):
     assert result.stderr.splitlines() == [
         "error: out/ckpt.pt holds an earlier run: continue it with --resume, or give a new run another --out"]
     assert (tmp_path / "out" / "ckpt.pt").read_bytes() == saved
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, cats):
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--steps", "100000",
+                              "--save-every", "100000"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    for line in first.stdout:  # under way, with no checkpoint yet that would refuse a new run
+        if line.startswith("step 2/"):
+            break
+    second = run("train.py", *TINY, "--data", cats, "--steps", 2, cwd=tmp_path)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=120)
+    assert second.returncode == 1 and second.stderr.splitlines() == [
+        "error: another run is training into out: let it finish (or stop it), or give this one another --out"]
+    assert first.returncode == 130 and load(tmp_path / "out" / "ckpt.pt")["step"] > 2
 
 
 def test_resume_elsewhere_names_the_checkpoints_data_folder(tmp_path, cats):

@@ -27,6 +27,7 @@ them from the checkpoint's step, dropping what an interrupted run wrote after it
 """
 import argparse
 import copy
+import fcntl
 import functools
 import math
 import os
@@ -381,9 +382,14 @@ def fix_steps(step_s, timed, picture_s, save_s, again=False):
     log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.3f} s per step over {timed}, "
         f"a picture {picture_s:.1f} s, a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
     end = elapsed + (steps - step) * step_s + picture_s + save_s  # at the least: one more step, the last picture
-    if end > 60 * args.minutes:  # the timing itself used the budget up
+    if end > 60 * args.minutes and again:  # steps slower than before, with too little time left to make up
+        log(f"warning: this machine has slowed down; the run ends after about {end / 60:.1f} min")
+    elif end > 60 * args.minutes:  # the timing itself used the budget up
         log(f"warning: {args.minutes:g} min is too short for this model here; the run ends after about "
             f"{end / 60:.1f} min")
+    elif steps < 2 * args.warmup and step < args.warmup:  # said once, at the first count
+        log(f"warning: {args.minutes:g} min fits {steps} steps here, {args.warmup} of them the learning rate's "
+            f"warm-up: it will hardly decay; give more --minutes, or a smaller --warmup")
 
 
 def pace():
@@ -415,7 +421,16 @@ problem = None
 if master:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        keep_up_to(out, step)
+        # One run at a time in a folder: a second would mix its log rows and checkpoints with this one's.
+        # The lock is held until this process ends, however it ends.
+        lock = open(out / ".lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            problem = (f"another run is training into {args.out}: let it finish (or stop it), "
+                       f"or give this one another --out")
+        if not problem:
+            keep_up_to(out, step)
     except OSError as e:
         problem = write_failed(e)
 stop_if(problem)
