@@ -23,7 +23,8 @@ fixed noise), a frame more in progress.gif, loss.png redrawn, lut.png and gram.p
 used first) and a row of lut.csv: entries in use (mean |weight| over the 64 samples' patches above
 1% of the most used entry's), the effective number of entries, their mean |cos|, the samples' seam
 ratio and, for the dynamic head, the mean cos between two images' LUTs. A resume appends to all of
-them from the checkpoint's step, dropping what an interrupted run wrote after it.
+them from the checkpoint's step, dropping what an interrupted run wrote after it. While a run trains,
+it holds a lock on .lock in the folder, so that a second run cannot train into it too.
 """
 import argparse
 import copy
@@ -305,7 +306,7 @@ def save_pictures():
 
 
 def write_failed(error):
-    """The line for a checkpoint or picture that could not be written (a full disk, say)."""
+    """The line for a file of the run that could not be written (a full disk, say)."""
     kept, then = ((f"{ckpt_path} is intact, as it was last saved", "continue with --resume") if ckpt_path.exists()
                   else ("no checkpoint was saved yet", "start again"))
     return f"cannot write to {args.out} at step {step}: {error.strerror or error}; stopped, and {kept}. " \
