@@ -28,7 +28,6 @@ it holds a lock on .lock in the folder, so that a second run cannot train into i
 """
 import argparse
 import copy
-import fcntl
 import functools
 import math
 import os
@@ -36,6 +35,11 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+try:
+    import fcntl  # the folder's lock, on Linux and macOS
+except ImportError:  # Windows: no lock there, so nothing stops a second run in the same folder
+    fcntl = None
 
 import torch
 import torch.distributed as dist
@@ -426,7 +430,8 @@ if master:
         # The lock is held until this process ends, however it ends.
         lock = open(out / ".lock", "w")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             problem = (f"another run is training into {args.out}: let it finish (or stop it), "
                        f"or give this one another --out")
