@@ -41,7 +41,7 @@ from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, a
                    make_optimizer, network_calls, sample, synchronize)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
-WEIGHT_DECAY, GRAD_CLIP, EMA = 1e-2, 1.0, 0.999  # train.py's defaults (its flags)
+WEIGHT_DECAY, GRAD_CLIP, EMA = 1e-2, 1.0, 0.999  # train.py's defaults (its flags): change both together
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
            ("train_gflop_per_img", "GFLOP/img", ".2f"), ("tflop_per_s", "TFLOP/s", ".3f"),
            ("vs_fp32_peak", "x fp32 peak", ".2f"), ("vs_bf16_peak", "x bf16 peak", ".2f"),

@@ -34,7 +34,9 @@ def read_csv(path):
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return list(csv.reader(f))
+        text = f.read()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    return rows if text.endswith("\n") else rows[:-1]  # a last line without its newline was cut short
 
 
 def append_row(path, row):
@@ -48,8 +50,7 @@ def keep_up_to(out, step):
     rows and frames after it came from an interrupted run that this one redoes, so they go."""
     kept = {}
     for name, columns in [("log.csv", LOG_COLUMNS), ("lut.csv", LUT_COLUMNS)]:
-        # (a row cut short by a full disk goes too)
-        kept[name] = [row for row in read_csv(out / name)[1:] if len(row) == len(columns) and int(row[0]) <= step]
+        kept[name] = [row for row in read_csv(out / name)[1:] if int(row[0]) <= step]
         save_atomically([columns, *kept[name]], out / name, write=write_csv)
     save_frames(out, read_frames(out)[:len(kept["lut.csv"])])  # one frame per lut.csv row
 

@@ -396,15 +396,16 @@ def save_atomically(obj, path, write=torch.save):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + f".tmp{os.getpid()}")
-    # The bytes are made in memory first: torch.save writing to a full disk itself raises a RuntimeError
-    # without the errno, after a short write, where a plain write raises OSError.
+    # The bytes are made in memory first (a checkpoint of the blog preset: about 0.4 GB): torch.save writing
+    # to a full disk itself raises a RuntimeError without the errno, after a short write, where a plain
+    # write raises OSError.
     data = io.BytesIO()
     write(obj, data)
     try:
         with open(temp, "wb") as file:
             file.write(data.getbuffer())
             file.flush()
-            os.fsync(file.fileno())  # on the disk before the rename, so a power cut cannot leave it empty
+            os.fsync(file.fileno())  # on the disk before the rename: after a power cut, the old file or the new
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -427,15 +428,18 @@ def load_checkpoint(path):
     if not Path(path).is_file():
         out = Path(path).parent  # train.py writes out/ckpt.pt
         raise ValueError(f"no checkpoint at {path}; train one first with: python train.py"
-                         + (f" --out {out}" if Path(path).name == "ckpt.pt" and out != Path("out") else ""))
+                         + (f" --out {out}" if Path(path).name == "ckpt.pt" and out not in (Path("out"), Path("."))
+                            else ""))
     not_ours = f"{path} is not a checkpoint written by train.py"
-    with open(path, "rb") as file:
-        head = file.read(4)
-    if head != b"PK\x03\x04":  # torch.save writes a zip file
-        raise ValueError(not_ours if head else f"{path} is empty")
     try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+        if head != b"PK\x03\x04":  # torch.save writes a zip file
+            raise ValueError(not_ours if head else f"{path} is empty")
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # CUDA-trained loads anywhere
-    except Exception as e:  # truncated or corrupt
+    except ValueError:
+        raise
+    except Exception as e:  # unreadable, truncated or corrupt
         raise ValueError(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?") from None
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{not_ours}: it holds a {type(checkpoint).__name__}")

@@ -1,6 +1,8 @@
-"""Tests for bench.py: its FLOP formula against PyTorch's FLOP counter, the fp32 path end to end, and
-loading the post's model from its file. Run: python -m pytest -q test_bench.py"""
+"""Tests for bench.py: its FLOP formula against PyTorch's FLOP counter, its training settings against
+train.py's, the fp32 path end to end, and loading the post's model from its file.
+Run: python -m pytest -q test_bench.py"""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import counted_flops, flops_per_image, load_reference
+from bench import EMA, GRAD_CLIP, WEIGHT_DECAY, counted_flops, flops_per_image, load_reference
 from model import Config, LUTTransformer
 
 
@@ -30,6 +32,14 @@ def test_flop_formula_matches_a_flop_counter(lut):
     # 3x the forward pass, less the patch embedding's input gradient, which nobody needs.
     patch_embed_input_grad = 2 * 64 * 192 * cfg.width
     assert abs(training.get_total_flops() / 2 - (3 * formula - patch_embed_input_grad)) <= 0.01 * 3 * formula
+
+
+def test_bench_steps_with_train_pys_defaults():
+    help_text = " ".join(subprocess.run([sys.executable, "train.py", "--help"], cwd=Path(__file__).parent,
+                                        capture_output=True, text=True).stdout.split())
+    defaults = dict(re.findall(r"--(weight-decay|grad-clip|ema) [A-Z_]+ [^(]*\(default: ([^)]*)\)", help_text))
+    assert {k: float(v) for k, v in defaults.items()} == {"weight-decay": WEIGHT_DECAY, "grad-clip": GRAD_CLIP,
+                                                          "ema": EMA}
 
 
 def test_fp32_path_prints_every_figure(tmp_path):

@@ -204,7 +204,7 @@ def test_checkpoint_from_before_min_lr_keeps_a_constant_lr(tmp_path):
     assert load_checkpoint(tmp_path / "old.pt")["args"] == {"min_lr": 1.0, "lut": "tanh", "seed": 0}
 
 
-def test_bad_checkpoints_raise_one_line_value_errors(tmp_path):
+def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
     small_checkpoint(tmp_path / "good.pt")
     whole = (tmp_path / "good.pt").read_bytes()
     (tmp_path / "half.pt").write_bytes(whole[:len(whole) // 2])
@@ -225,6 +225,9 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path):
         with pytest.raises(ValueError, match=message) as error:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(error.value)
+    monkeypatch.chdir(tmp_path)  # a ckpt.pt here: train.py --out . would write its whole run here, so no hint
+    with pytest.raises(ValueError, match="no checkpoint at ckpt.pt; train one first with: python train.py$"):
+        load_checkpoint("ckpt.pt")
     model = LUTTransformer(small_config("dynamic"))
     old_dynamic = {**model.state_dict(), "lut_head.to_uv.bias": torch.zeros(48)}  # before the head lost its bias
     with pytest.raises(ValueError, match=r"do not fit .*\(1 tensors differ, e.g. lut_head.to_uv.bias\)") as error:

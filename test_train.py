@@ -119,6 +119,14 @@ def test_full_disk_keeps_the_checkpoint_and_resume_is_exact(tmp_path, cats):
             assert torch.equal(tensor, b[part][name]), (part, name)
 
 
+def test_a_csv_row_cut_short_is_dropped_at_a_resume(tmp_path):
+    from logbook import LOG_COLUMNS, keep_up_to, read_csv
+    whole, cut = "1,0.5,0.1,0.1,0.1,0.1,0.001,100,0.1\r\n", "2,0.4,0.1,0.1,0.1,0.1,0.001,100,0.2"  # minutes cut
+    (tmp_path / "log.csv").write_text(",".join(LOG_COLUMNS) + "\r\n" + whole + cut, newline="")
+    keep_up_to(tmp_path, 5)
+    assert read_csv(tmp_path / "log.csv") == [LOG_COLUMNS, whole.strip().split(",")]
+
+
 def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
     result = run_with_full_disk("lut.png", 1, "train.py", *TINY, "--data", cats, "--steps", 4, "--save-every", 2,
                                 "--sample-every", 3, cwd=tmp_path)
@@ -273,8 +281,8 @@ def test_a_time_budget_times_again_over_the_warm_up(tmp_path, cats):
 def test_a_budget_mostly_spent_warming_up_says_so(tmp_path, cats):
     result = run("train.py", *TINY, "--data", cats, "--minutes", 0.05, "--warmup", 1000, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"warning: 0.05 min fits \d+ steps here, 1000 of them the learning rate's warm-up: it will "
-                     r"hardly decay; give more --minutes, or a smaller --warmup\n", result.stdout)
+    assert re.search(r"warning: 0.05 min fits \d+ steps here, and the learning rate warms up over 1000: it will "
+                     r"never reach --lr; give more --minutes, or a smaller --warmup\n", result.stdout)
 
 
 def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
@@ -304,10 +312,29 @@ def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == after[-1]
     # Each count is fixed before that step's checkpoint, which keeps it: a resume goes on with it.
     for timed_to in re.findall(r"budget 0.25 min: \d+ steps \([\d.]+ s per step over steps \d+-(\d+)", out):
-        before, saved, _ = out.partition(f"saved out/ckpt.pt at step {timed_to}\n")
-        assert saved and f"over steps 5-{timed_to}, " in before
+        printed_first, saved, _ = out.partition(f"saved out/ckpt.pt at step {timed_to}\n")
+        assert saved and f"over steps 5-{timed_to}, " in printed_first
     last_row = (tmp_path / "out" / "log.csv").read_text().splitlines()[-1].split(",")
     assert int(last_row[0]) == after[-1] and float(last_row[-1]) <= 0.25  # minutes since training began
+
+
+def test_a_budget_the_machine_spent_elsewhere_ends_at_once_and_says_why(tmp_path, cats):
+    """Frozen for longer than its 6 s budget has left: the next checkpoint's timing finds no time for
+    more steps, and the run ends one step later, blaming the machine, not the budget."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes", "0.1",
+                                "--warmup", "10", "--save-every", "40", "--sample-every", "100000"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("step 30/"):
+            break
+    process.send_signal(signal.SIGSTOP)
+    time.sleep(7)
+    process.send_signal(signal.SIGCONT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert re.search(r"budget 0.1 min: 41 steps .*\nwarning: this machine has slowed down; the run ends after about "
+                     r"0\.\d min\n", out)
+    assert "too short" not in out and load(tmp_path / "out" / "ckpt.pt")["step"] == 41
 
 
 def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_path, cats):

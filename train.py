@@ -166,6 +166,18 @@ if args.resume:
         fail(f"{ckpt_path} is at step {checkpoint['step']} of {args.steps}: nothing to train; "
              f"give a larger --steps to go on")
 
+# One run at a time in a folder: a second would mix its log rows and checkpoints with this one's. Rank 0
+# holds the lock until its process ends, however it ends.
+if master and fcntl:
+    out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is training into {args.out}: let it finish (or stop it), or give this one another --out")
+    except OSError as e:  # a file system without locks (some network mounts)
+        print(f"warning: cannot lock {out / '.lock'} ({e.strerror}); nothing stops a second run in {args.out}")
+
 if args.device is None:
     args.device = best_device()
 device = torch.device(args.device)
@@ -393,8 +405,9 @@ def fix_steps(step_s, timed, picture_s, save_s, again=False):
         log(f"warning: {args.minutes:g} min is too short for this model here; the run ends after about "
             f"{end / 60:.1f} min")
     elif steps < 2 * args.warmup and step < args.warmup:  # said once, at the first count
-        log(f"warning: {args.minutes:g} min fits {steps} steps here, {args.warmup} of them the learning rate's "
-            f"warm-up: it will hardly decay; give more --minutes, or a smaller --warmup")
+        log(f"warning: {args.minutes:g} min fits {steps} steps here, and the learning rate warms up over "
+            f"{args.warmup}: it will " + ("never reach --lr" if steps <= args.warmup else "hardly decay")
+            + "; give more --minutes, or a smaller --warmup")
 
 
 def pace():
@@ -425,18 +438,7 @@ signal.signal(signal.SIGINT, on_interrupt)
 problem = None
 if master:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        # One run at a time in a folder: a second would mix its log rows and checkpoints with this one's.
-        # The lock is held until this process ends, however it ends.
-        lock = open(out / ".lock", "w")
-        try:
-            if fcntl:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            problem = (f"another run is training into {args.out}: let it finish (or stop it), "
-                       f"or give this one another --out")
-        if not problem:
-            keep_up_to(out, step)
+        keep_up_to(out, step)
     except OSError as e:
         problem = write_failed(e)
 stop_if(problem)
@@ -500,7 +502,7 @@ while args.steps is None or step < args.steps:
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
-        stopping = stats[-1] > 0 and step != args.steps  # at the last step the run ends as planned
+        stopping = stats[-1].item() > 0 and step != args.steps  # at the last step the run ends as planned
     if step % args.sample_every == 0 or step == args.steps:
         stop_if(save_pictures() if master else None)
     timed_before = max(args.warmup, start_step + UNTIMED + TIMED)  # the count was fixed by then
