@@ -1,5 +1,5 @@
-"""What test_train.py and test_sample.py share: running a project script as a user does, a model
-small enough that each command takes seconds, and a folder of cats. pytest loads this file first."""
+"""What test_train.py, test_budget.py and test_sample.py share: running a project script as a user does,
+a model small enough that each command takes seconds, and a folder of cats. pytest loads this file first."""
 import subprocess
 import sys
 from pathlib import Path
