@@ -450,7 +450,9 @@ log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
+t_timed = None  # when the UNTIMED steps ended: pace() counts from there
 budget_run = args.steps is None  # a --minutes run that has not fixed its step count yet (a resume has)
+overheads = None  # a budget run's (picture_s, save_s), from time_overheads
 stopping = False  # Ctrl-C was pressed on some rank, as the last log step found
 while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
