@@ -35,8 +35,8 @@ FULL_DISK = """# A script, then its arguments: the script runs with a full disk 
 # whose name holds NAME: only ROOM bytes of it fit, less than any file the scripts write. As on a real
 # disk, an unbuffered write first returns a short count and only the next one raises; a buffered write
 # raises at once.
-import builtins, errno, runpy, sys
-name, nth, ROOM = "{name}", {nth}, 10
+import builtins, errno, os, runpy, sys
+name, nth, ROOM, error = "{name}", {nth}, 10, errno.{error}  # error: ENOSPC for a full disk
 opened = []
 real_open = builtins.open
 
@@ -51,7 +51,7 @@ class FullDisk:
         self.written += len(fits)
         if len(fits) == len(data) or (self.raw and fits):
             return len(fits)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(error, os.strerror(error))
 
     def __getattr__(self, attribute):
         return getattr(self.file, attribute)
@@ -79,9 +79,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def run_with_full_disk(name, nth, script, *args, cwd, launcher=()):
+def run_with_full_disk(name, nth, script, *args, cwd, launcher=(), error="ENOSPC"):
     """run(script), with the disk full for the nth file written whose name holds `name` (a patched writer)."""
-    (cwd / "full_disk.py").write_text(FULL_DISK.format(name=name, nth=nth))
+    (cwd / "full_disk.py").write_text(FULL_DISK.format(name=name, nth=nth, error=error))
     return subprocess.run([sys.executable, *launcher, "full_disk.py", str(ROOT / script), *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)  # a hang fails the test
 
@@ -138,17 +138,17 @@ def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 2
 
 
-@pytest.mark.parametrize("name,nth,flags,step", [
-    ("log.csv", 1, ["--steps", 4], 0),  # started over before the first step
-    ("log.csv", 3, ["--steps", 4], 2),  # then a row appended at each log step
-    ("ckpt.pt.timing", 1, ["--minutes", 0.01], 25),  # the checkpoint a budget's timing writes aside
+@pytest.mark.parametrize("name,nth,flags,step,error,problem,fix", [
+    ("log.csv", 1, ["--steps", 4], 0, "ENOSPC", "No space left on device", "Free some space"),  # before step 1
+    ("log.csv", 3, ["--steps", 4], 2, "ENOSPC", "No space left on device", "Free some space"),  # a row per step
+    ("ckpt.pt.timing", 1, ["--minutes", 0.01], 25, "ENOSPC", "No space left on device", "Free some space"),
+    ("log.csv", 3, ["--steps", 4], 2, "EACCES", "Permission denied", "Fix that"),  # not the disk: no advice on space
 ])
-def test_full_disk_for_any_file_stops_in_one_line(tmp_path, cats, name, nth, flags, step):
-    result = run_with_full_disk(name, nth, "train.py", *TINY, "--data", cats, *flags, cwd=tmp_path)
+def test_a_failed_write_of_any_file_stops_in_one_line(tmp_path, cats, name, nth, flags, step, error, problem, fix):
+    result = run_with_full_disk(name, nth, "train.py", *TINY, "--data", cats, *flags, cwd=tmp_path, error=error)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1] == (f"error: cannot write to out at step {step}: No space left on device; "
-                                              "stopped, and no checkpoint was saved yet. Free some space, then start "
-                                              "again")
+    assert result.stderr.splitlines()[-1] == (f"error: cannot write to out at step {step}: {problem}; stopped, and "
+                                              f"no checkpoint was saved yet. {fix}, then start again")
 
 
 def test_ctrl_c_before_training_stops_in_one_line(tmp_path):

@@ -28,6 +28,7 @@ it holds a lock on .lock in the folder, so that a second run cannot train into i
 """
 import argparse
 import copy
+import errno
 import functools
 import math
 import os
@@ -325,8 +326,9 @@ def write_failed(error):
     """The line for a file of the run that could not be written (a full disk, say)."""
     kept, then = ((f"{ckpt_path} is intact, as it was last saved", "continue with --resume") if ckpt_path.exists()
                   else ("no checkpoint was saved yet", "start again"))
+    fix = "Free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "Fix that"
     return f"cannot write to {args.out} at step {step}: {error.strerror or error}; stopped, and {kept}. " \
-           f"Free some space, then {then}"
+           f"{fix}, then {then}"
 
 
 def stop_if(problem):
