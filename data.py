@@ -65,12 +65,8 @@ def load_folder(path, cache_dir="data/cache"):
     files = [p for p in all_files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
         found = ", ".join(sorted({p.suffix.lower() or "no extension" for p in all_files}))
-        if any(not p.name.startswith(".") for p in all_files):
-            what_to_do = f"expected {'/'.join(IMAGE_EXTENSIONS)} files, anywhere under the folder"
-        else:  # empty, or what a download that stopped left: fetching is what is left to do
-            what_to_do = f"to fetch real cat faces into it: python data.py --download {folder}"
         raise ValueError(f"no images in {folder}: found {len(all_files)} files{f' ({found})' if found else ''}; "
-                         + what_to_do)
+                         f"expected {'/'.join(IMAGE_EXTENSIONS)} files, anywhere under the folder")
 
     key = hashlib.sha256(str(folder.resolve()).encode())
     for file in files:
@@ -201,9 +197,13 @@ def input_folder(path):
 
 
 def training_folder(path):
-    """A `type=` for --data: a folder to read, where a missing one also names the download."""
+    """A `type=` for --data: a folder to read, where a missing or empty one (as a download that failed
+    leaves it: nothing, or a hidden part file) also names the download."""
     if not Path(path).exists():
         raise argparse.ArgumentTypeError(f"no folder {path}; to fetch real cat faces into it: "
+                                         f"python data.py --download {path}")
+    if Path(path).is_dir() and all(p.name.startswith(".") for p in Path(path).iterdir()):
+        raise argparse.ArgumentTypeError(f"{path} is empty; to fetch real cat faces into it: "
                                          f"python data.py --download {path}")
     return input_folder(path)
 

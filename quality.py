@@ -166,6 +166,7 @@ def compare(samples, real, train, seed=0, source="the real images"):
     for name, levels in results.items():
         levels.append(sum(levels) / len(levels))
         print(f"{name:22}" + "".join(f"{v:8.2f}" for v in levels))
+    # The mean column's ratio is that of the two means (the README's "SWD / floor"), not the mean of the ratios
     print(f"{'ratio (1 is perfect)':22}" + "".join(f"{m / f:8.2f}" for m, f in zip(*results.values())))
     print(f"seam ratio, 8x8 patch borders / inside patches: samples {seam_ratio(samples):.2f}   "
           f"real {seam_ratio(real_a):.2f}")

@@ -68,7 +68,7 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
             if first:
                 keep(chunk)  # the trajectory starts at the pure noise
             chunks.append(sample(model, chunk, steps, train_t_sampling, keep if first else None).float().cpu())
-            if n > CHUNK:  # a minute or more on a CPU: say how far it is
+            if n > CHUNK:  # tens of seconds or more on a CPU: say how far it is
                 print(f"sampled {start + len(chunk)}/{n} images", flush=True)
     return torch.cat(chunks)
 
@@ -78,16 +78,22 @@ def compare_sets(train_args, args):
     images and the training images of the copying check: read and checked before sampling, so that a
     bad folder stops the run at once."""
     seed, train_folder = train_args["seed"], args.train_data or train_args["data"]
-    if train_folder and not Path(train_folder).is_dir():  # None: the toy cats, drawn again
+    if train_folder and not Path(train_folder).is_dir():  # None: the toy cats (from their cache, or drawn again)
         fail(f"the copying check reads the training images, {train_folder}, which is no folder from here: "
              f"give --train-data DIR")
     try:
         if args.compare == "toy":  # cats drawn with another seed than the training cats, so never trained on
+            if train_args["data"]:
+                fail(f"--compare toy: this model was trained on {train_args['data']}, not on toy cats, and the figures "
+                     f"need real images like its own: give --compare a folder of faces it never saw")
             n = args.n or 1024
-            real = toy_cats(2 * n, seed + 1)
+            real = toy_cats(max(2 * n, 4), seed + 1)  # at least 4: a --n too small is then blamed on --n
         else:
             real = load_images(args.compare)
             n = args.n or min(1024, len(real) // 2)  # the floor needs two sets of n real images
+            if n > len(real) // 2:
+                fail(f"--n {n}: the SWD floor needs twice as many real images, and {args.compare} has "
+                     f"{len(real)}; give --n {len(real) // 2} or fewer")
         quality.check_sets(n, real, source=args.compare)  # before the training images, slower to read
         train = load_images(train_folder, seed=seed)
         quality.check_training_set(train)
@@ -122,13 +128,14 @@ def main():
     parser = argparse.ArgumentParser(description="Sample cat faces from a LUT cats checkpoint.",
                                      usage=argparse.SUPPRESS)  # a bad flag: one line of error, no usage block
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
-    parser.add_argument("--n", type=number(int, 1), help="number of images (default: 64; with --compare, half "
-                        "the images of DIR, at most 1024)")
+    parser.add_argument("--n", type=number(int, 1, 99_999), help="number of images (default: 64; with --compare, "
+                        "half the images of DIR, at most 1024)")
     parser.add_argument("--steps", type=number(int, 1), default=SAMPLE_STEPS,
                         help="sampling steps: Heun steps of two network calls, then one onto the prediction "
                         "(default: %(default)s)")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
-                        help="seed of the noise: the same seed, the same cats (default: %(default)s)")
+                        help="seed of the noise (the same seed, the same cats) and of --compare's draws "
+                        "(default: %(default)s)")
     parser.add_argument("--out", default="samples.png", type=picture,
                         help="grid of the first 64 images (default: %(default)s)")
     parser.add_argument("--png-dir", type=output_folder,

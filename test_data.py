@@ -69,9 +69,6 @@ def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(ValueError, match=r"no folder .*nowhere.*--download"):
         data.load_folder(tmp_path / "nowhere", tmp_path / "cache")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"no images in .*empty: found 0 files; to fetch real cat faces into it: "
-                                         r"python data.py --download .*empty$"):  # as a download that failed leaves it
-        data.load_folder(tmp_path / "empty", tmp_path / "cache")
     (tmp_path / "empty" / "a.txt").write_text("x")
     (tmp_path / "empty" / "b.csv").write_text("x")
     with pytest.raises(ValueError, match=r"no images in .*empty: found 2 files \(\.csv, \.txt\); expected \.png/"):
@@ -250,3 +247,11 @@ def test_preview_cli(tmp_path, monkeypatch, capsys):
     nowhere = tmp_path / "nowhere"
     assert capsys.readouterr().err.endswith(f"error: argument --data: no folder {nowhere}; to fetch real cat faces "
                                             f"into it: python data.py --download {nowhere}\n")
+    empty = tmp_path / "empty"  # as a download that failed leaves it: only a hidden part file
+    empty.mkdir()
+    (empty / ".part1.tar.gz.part").write_bytes(b"x")
+    monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(empty)])
+    with pytest.raises(SystemExit):
+        data.main()
+    assert capsys.readouterr().err.endswith(f"error: argument --data: {empty} is empty; to fetch real cat faces "
+                                            f"into it: python data.py --download {empty}\n")

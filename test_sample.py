@@ -48,6 +48,14 @@ def test_compare_checks_its_folders_before_sampling(tmp_path, cats):
     result = run("sample.py", "out/ckpt.pt", "--compare", three, "--train-data", empty, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == f"error: --compare needs at least 4 real images; {three} has 3"
+    result = run("sample.py", "out/ckpt.pt", "--compare", cats, "--n", 5, cwd=tmp_path)  # 8 cats: 4 at most
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --n 5: the SWD floor needs twice as many real images, and {cats} has 8; give --n 4 or fewer")
+    result = run("sample.py", "out/ckpt.pt", "--compare", "toy", cwd=tmp_path)  # cartoons judge no photo model
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --compare toy: this model was trained on {cats}, not on toy cats, and the figures need real images "
+        f"like its own: give --compare a folder of faces it never saw")
+    assert not (tmp_path / "samples.png").exists()  # each stopped before sampling
     assert not (tmp_path / "samples.png").exists()  # stopped before sampling
 
 
