@@ -434,13 +434,13 @@ def load_checkpoint(path):
     try:
         with open(path, "rb") as file:
             head = file.read(4)
-        if head != b"PK\x03\x04":  # torch.save writes a zip file
-            raise ValueError(not_ours if head else f"{path} is empty")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # CUDA-trained loads anywhere
-    except ValueError:
-        raise
+        zipped = head == b"PK\x03\x04"  # torch.save writes a zip file
+        # map_location: a CUDA-trained checkpoint loads anywhere
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False) if zipped else None
     except Exception as e:  # unreadable, truncated or corrupt
         raise ValueError(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?") from None
+    if not zipped:
+        raise ValueError(not_ours if head else f"{path} is empty")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{not_ours}: it holds a {type(checkpoint).__name__}")
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]

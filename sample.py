@@ -91,10 +91,10 @@ def compare_sets(train_args, args):
         else:
             real = load_images(args.compare)
             n = args.n or min(1024, len(real) // 2)  # the floor needs two sets of n real images
-            if n > len(real) // 2:
-                fail(f"--n {n}: the SWD floor needs twice as many real images, and {args.compare} has "
-                     f"{len(real)}; give --n {len(real) // 2} or fewer")
         quality.check_sets(n, real, source=args.compare)  # before the training images, slower to read
+        if n > len(real) // 2:
+            fail(f"--n {n}: the SWD floor needs twice as many real images, and {args.compare} has {len(real)}; "
+                 f"give --n {len(real) // 2} or fewer")
         train = load_images(train_folder, seed=seed)
         quality.check_training_set(train)
         return n, real, train

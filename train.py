@@ -331,6 +331,14 @@ def write_failed(error):
            f"{fix}, then {then}"
 
 
+def written(write):
+    """Call write(), which writes a file of the run (rank 0 only). Returns what went wrong, or None."""
+    try:
+        write()
+    except OSError as e:
+        return write_failed(e)
+
+
 def stop_if(problem):
     """Stop every process when any has a problem (a message, or None), with one line from rank 0.
     Under DDP every rank calls this at the same steps: one that stopped alone would leave the
@@ -373,10 +381,8 @@ def time_overheads():
     save_s, problem = 0.0, None
     if master:
         probe, start = out / "ckpt.pt.timing", time.time()
-        try:
-            save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world, step, vars(args))
-        except OSError as e:
-            problem = write_failed(e)
+        problem = written(lambda: save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world,
+                                                  step, vars(args)))
         save_s = time.time() - start
         probe.unlink(missing_ok=True)
     stop_if(problem)
@@ -428,22 +434,8 @@ def on_interrupt(signum, frame):
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def write_log(row):
-    """One more row of log.csv, by rank 0. Returns what went wrong, or None."""
-    try:
-        append_row(out / "log.csv", row)
-    except OSError as e:
-        return write_failed(e)
-
-
 signal.signal(signal.SIGINT, on_interrupt)
-problem = None
-if master:
-    try:
-        keep_up_to(out, step)
-    except OSError as e:
-        problem = write_failed(e)
-stop_if(problem)
+stop_if(written(lambda: keep_up_to(out, step)) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
@@ -501,8 +493,9 @@ while args.steps is None or step < args.steps:
             + " ".join("-" if math.isnan(v) else f"{v:.3f}" for v in per_bin.tolist())
             + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
             + f" | {elapsed / 60:.1f} min, {eta}")
-        stop_if(write_log([step, mean_loss, *per_bin.tolist(), optimizer.param_groups[0]["lr"],
-                           args.batch_size / per_step, elapsed / 60]) if master else None)
+        row = [step, mean_loss, *per_bin.tolist(), optimizer.param_groups[0]["lr"], args.batch_size / per_step,
+               elapsed / 60]
+        stop_if(written(lambda: append_row(out / "log.csv", row)) if master else None)
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
