@@ -379,7 +379,7 @@ def network_calls(steps):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "config", "args")
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "seconds", "config", "args")
 OLD_ARGS = {"min_lr": 1.0}  # settings newer than the first checkpoints, with the value those runs trained with
 
 
@@ -412,16 +412,18 @@ def save_atomically(obj, path, write=torch.save):
         raise
 
 
-def save_checkpoint(path, model, ema, optimizer, generators, step, args):
+def save_checkpoint(path, model, ema, optimizer, generators, step, seconds, args):
     """All that a resumed run needs, under CHECKPOINT_KEYS: the weights, the EMA weights, the optimizer,
-    each process's random generator state, the step, the model's Config and train.py's settings (a dict)."""
-    values = (model.state_dict(), ema.state_dict(), optimizer.state_dict(), generators, step, asdict(model.cfg), args)
+    each process's random generator state, the step, the seconds the run has taken so far, the model's
+    Config and train.py's settings (a dict)."""
+    values = (model.state_dict(), ema.state_dict(), optimizer.state_dict(), generators, step, seconds,
+              asdict(model.cfg), args)
     save_atomically(dict(zip(CHECKPOINT_KEYS, values)), path)
 
 
 def load_checkpoint(path):
-    """A checkpoint of save_checkpoint as a dict, its config as a Config and the settings of older
-    runs completed (OLD_ARGS). Raises ValueError, in one line, for a missing, unreadable, truncated
+    """A checkpoint of save_checkpoint as a dict, its config as a Config, and what older runs did not
+    save filled in (their settings from OLD_ARGS, 0 seconds). Raises ValueError, in one line, for a missing, unreadable, truncated
     or foreign file."""
     if Path(path).is_dir():
         raise ValueError(f"{path} is a folder: give the checkpoint in it, {Path(path) / 'ckpt.pt'}")
@@ -443,6 +445,7 @@ def load_checkpoint(path):
         raise ValueError(not_ours if head else f"{path} is empty")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{not_ours}: it holds a {type(checkpoint).__name__}")
+    checkpoint = {"seconds": 0.0, **checkpoint}  # checkpoints older than that key did not count the time
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
         raise ValueError(f"{not_ours} (missing: {', '.join(missing)})")

@@ -30,8 +30,8 @@ def test_a_time_budget_times_again_over_the_warm_up(tmp_path, cats):
     2-core CPU fits about 300 steps in this budget: the 30-step warm-up ends inside it on a CPU 10x slower.)"""
     result = run("train.py", *TINY, "--data", cats, "--minutes", 0.05, "--warmup", 30, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    counts = re.findall(r"budget 0.05 min: (\d+) steps \([\d.]+ s per step over (20 steps|the warm-up)", result.stdout)
-    assert [over for _, over in counts] == ["20 steps", "the warm-up"]
+    counts = re.findall(r"budget 0.05 min: (\d+) steps \([\d.]+ s per step over (20 steps|steps 5-30),", result.stdout)
+    assert [over for _, over in counts] == ["20 steps", "steps 5-30"]
     assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == int(counts[1][0])
     assert f"step {counts[1][0]}/{counts[1][0]} |" in result.stdout
     assert "too short" not in result.stdout and "warm-up:" not in result.stdout  # the budget fits, warm-up and all
@@ -42,6 +42,38 @@ def test_a_budget_mostly_spent_warming_up_says_so(tmp_path, cats):
     assert result.returncode == 0, result.stderr
     assert re.search(r"warning: 0.05 min fits \d+ steps here, and the learning rate warms up over 1000: it will "
                      r"never reach --lr; give more --minutes, or a smaller --warmup\n", result.stdout)
+
+
+def test_a_budget_stopped_before_its_count_is_final_times_again_on_resume(tmp_path, cats):
+    """Ctrl-C after the first count, inside the warm-up: the checkpoint keeps the minutes spent but not
+    the count, and the resumed run times again against what is left of the budget; the log's minutes
+    go on from the first run's."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes",
+                                "0.2", "--warmup", "150"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if line.startswith("step 30/"):  # after the first count (step 25), long before the final one
+            break
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130 and "budget 0.2 min: " in "".join(printed)
+    stopped = load(tmp_path / "out" / "ckpt.pt")
+    assert 30 <= stopped["step"] < 150 and stopped["args"]["steps"] is None and stopped["seconds"] > 0
+    result = run("train.py", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    spent = stopped["seconds"] / 60
+    assert f"for 0.2 min ({spent:.1f} spent)" in result.stdout
+    start = stopped["step"] + 5
+    counts = re.findall(r"budget 0.2 min: (\d+) steps \([\d.]+ s per step over (20 steps|steps \d+-\d+), "
+                        r"a picture [\d.]+ s, a checkpoint [\d.]+ s, ([\d.]+) min gone\)", result.stdout)
+    assert [over for _, over, _ in counts[:2]] == ["20 steps", f"steps {start}-150"]
+    assert float(counts[0][2]) >= round(spent, 1)  # the first run's minutes count against the budget
+    final = load(tmp_path / "out" / "ckpt.pt")
+    assert final["args"]["steps"] == final["step"] == int(counts[-1][0])
+    rows = (tmp_path / "out" / "log.csv").read_text().splitlines()[1:]
+    minutes = [float(row.split(",")[-1]) for row in rows]
+    assert minutes == sorted(minutes) and minutes[-1] <= 0.2 + 0.1  # one clock over both runs
 
 
 def frozen_budget_run(tmp_path, cats, minutes, save_every, at_step, seconds):
@@ -81,7 +113,7 @@ def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
         before_saving, saved, _ = out.partition(f"saved out/ckpt.pt at step {timed_to}\n")
         assert saved and f"over steps 5-{timed_to}, " in before_saving
     last_row = (tmp_path / "out" / "log.csv").read_text().splitlines()[-1].split(",")
-    assert int(last_row[0]) == after[-1] and float(last_row[-1]) <= 0.25  # minutes since training began
+    assert int(last_row[0]) == after[-1] and float(last_row[-1]) <= 0.25  # minutes the run took
 
 
 def test_a_budget_the_machine_spent_elsewhere_ends_at_once_and_says_why(tmp_path, cats):

@@ -183,7 +183,7 @@ def small_checkpoint(path, args=None):
     model(torch.randn(1, 3, 64, 64), torch.rand(1))[0].mean().backward()
     optimizer.step()  # an optimizer with state
     args = {"lut": "tanh", "seed": 0, "min_lr": 0.1} if args is None else args
-    save_checkpoint(path, model, model, optimizer, [torch.Generator().get_state()], 7, args)
+    save_checkpoint(path, model, model, optimizer, [torch.Generator().get_state()], 7, 12.5, args)
     return model
 
 
@@ -191,7 +191,7 @@ def test_checkpoint_round_trip(tmp_path):
     model = small_checkpoint(tmp_path / "run" / "ckpt.pt")  # the folder is made
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["ckpt.pt"]  # no temp file left behind
     checkpoint = load_checkpoint(tmp_path / "run" / "ckpt.pt")
-    assert checkpoint["config"] == model.cfg and checkpoint["step"] == 7
+    assert checkpoint["config"] == model.cfg and checkpoint["step"] == 7 and checkpoint["seconds"] == 12.5
     assert checkpoint["args"] == {"lut": "tanh", "seed": 0, "min_lr": 0.1}
     again = LUTTransformer(checkpoint["config"])
     load_weights(again, checkpoint["ema"])
@@ -202,6 +202,14 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_from_before_min_lr_keeps_a_constant_lr(tmp_path):
     small_checkpoint(tmp_path / "old.pt", args={"lut": "tanh", "seed": 0})
     assert load_checkpoint(tmp_path / "old.pt")["args"] == {"min_lr": 1.0, "lut": "tanh", "seed": 0}
+
+
+def test_checkpoint_from_before_seconds_counts_none(tmp_path):
+    small_checkpoint(tmp_path / "old.pt")
+    old = torch.load(tmp_path / "old.pt", weights_only=False)
+    del old["seconds"]
+    torch.save(old, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")["seconds"] == 0.0
 
 
 def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):

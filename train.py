@@ -27,6 +27,7 @@ them from the checkpoint's step, dropping what an interrupted run wrote after it
 it holds a lock on .lock in the folder, so that a second run cannot train into it too.
 """
 import argparse
+import contextlib
 import copy
 import errno
 import functools
@@ -131,7 +132,7 @@ OWN = {"out", "log_every", "sample_every", "save_every", "device", "dtype", "com
 
 
 # ----------------------------------------------------------------------------- setup
-START = time.time()  # a --minutes budget counts from here
+START = time.time()  # this process's start: a --minutes budget counts from here, after what resumed runs spent
 
 
 def stop_before_training(signum, frame):
@@ -248,6 +249,14 @@ if checkpoint:
     generator.set_state(checkpoint["generators"][rank])
     step = checkpoint["step"]
     log(f"resuming from step {step}")
+
+
+def run_seconds():
+    """The seconds this run has taken, setup included, with those of the runs it resumes: what a
+    --minutes budget counts, and the log's minutes."""
+    return (checkpoint["seconds"] if checkpoint else 0.0) + time.time() - START
+
+
 train_model = torch.compile(model) if args.compile else model
 if ddp:
     train_model = DistributedDataParallel(train_model)
@@ -275,9 +284,13 @@ def save():
         states = [generator.get_state()]
     if not all(p.isfinite().all() for p in model.parameters()):
         return f"the weights are no longer finite at step {step}; {ckpt_path} is left as it was"
+    # A budget's count is kept once it is final (timed over the warm-up, or reached): a resume from an
+    # earlier checkpoint times the steps again, with the minutes spent so far taken off the budget.
+    final = not budget_run or step >= final_count or step == args.steps
     if master:
         try:
-            save_checkpoint(ckpt_path, model, ema, optimizer, states, step, vars(args))
+            save_checkpoint(ckpt_path, model, ema, optimizer, states, step, run_seconds(),
+                            {**vars(args), "steps": args.steps if final else None})
         except OSError as e:
             return write_failed(e)
         log(f"saved {ckpt_path} at step {step}")
@@ -288,8 +301,26 @@ def save():
 # --minutes run times the next TIMED steps for a first count. The count is fixed at the end of the
 # learning-rate warm-up (its rate does not depend on the count), timed over all of it: 20 steps read the
 # speed up to 8% too fast, and the run overshot its budget. After that it is timed again at every
-# checkpoint, as the machine's speed changes (a shared CPU slowed by 12% in a run).
+# checkpoint, as the machine's speed changes (a shared CPU slowed by 12% in a run). The budget's pace
+# is that of the steps alone: the seconds of pictures, checkpoints and its own probes are set aside
+# and counted as what each costs, as last measured.
 UNTIMED, TIMED = 5, 20
+aside_s = 0.0  # seconds since t_timed spent on pictures, checkpoints and probes, not on steps
+costs = {}  # seconds for a "picture" and a "checkpoint": probed at a budget's first count, then as last spent
+
+
+@contextlib.contextmanager
+def aside(kind=None):
+    """Time the work in the with-block out of the steps' pace; a kind ("picture", "checkpoint") is also
+    noted as the cost of one."""
+    global aside_s
+    start = time.time()
+    yield
+    seconds = time.time() - start
+    if t_timed is not None:  # before then, pace() counts nothing anyway
+        aside_s += seconds
+    if kind:
+        costs[kind] = seconds
 
 
 def save_pictures():
@@ -368,9 +399,10 @@ def leave(code):
     sys.exit(code)
 
 
-def time_overheads():
-    """The seconds of a picture (the sampler's forward passes of the EMA model on 64 images, one of them
-    timed, plus one pass's worth for the files it writes) and of a checkpoint (one written aside)."""
+def probe_costs():
+    """Into costs, until a real one is made: a picture's (the sampler's forward passes of the EMA model on
+    64 images, one of them timed, plus one pass's worth for the files it writes) and a checkpoint's (one
+    written aside)."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
         synchronize(device)
@@ -382,25 +414,28 @@ def time_overheads():
     if master:
         probe, start = out / "ckpt.pt.timing", time.time()
         problem = written(lambda: save_checkpoint(probe, model, ema, optimizer, [generator.get_state()] * world,
-                                                  step, vars(args)))
+                                                  step, run_seconds(), vars(args)))
         save_s = time.time() - start
         probe.unlink(missing_ok=True)
     stop_if(problem)
-    return picture_s, save_s
+    costs.update(picture=picture_s, checkpoint=save_s)
 
 
-def fix_steps(step_s, timed, picture_s, save_s, again=False):
-    """A --minutes run: set args.steps so that the run ends within the budget, from the seconds per
-    step measured (`timed` says over what) and the overheads of time_overheads; `again`: change the
-    count only if it moves by more than 1%. Stored in the checkpoint, the count carries over to
-    --resume, which never measures again."""
-    costs = torch.tensor([time.time() - START, step_s, picture_s, save_s], device=device)
+def fix_steps(timed, again=False):
+    """A --minutes run: set args.steps so that the run ends within the budget, from the pace of the steps
+    (`timed` says over what) and the costs of a picture and a checkpoint; `again`: change the count only
+    if it moves by more than 1%. Once final, the checkpoint keeps the count for --resume, which never
+    measures again."""
+    figures = torch.tensor([run_seconds(), pace(net=True), costs["picture"], costs["checkpoint"]], device=device)
     if ddp:
-        dist.all_reduce(costs, op=dist.ReduceOp.MAX)  # every rank takes the same count: the slowest rank's
-    elapsed, step_s, picture_s, save_s = costs.tolist()
+        dist.all_reduce(figures, op=dist.ReduceOp.MAX)  # every rank takes the same count: the slowest rank's
+    elapsed, step_s, picture_s, save_s = figures.tolist()
     # 3% of the budget is kept for the imports before START and for a machine that slows down later.
     steps = steps_within(0.97 * 60 * args.minutes, elapsed, step, step_s, picture_s, save_s,
                          args.sample_every, args.save_every)
+    past = steps % args.sample_every  # ending a few steps after a picture would draw two nearly equal grids
+    if past <= args.sample_every // 20 and steps - past > step:
+        steps -= past
     if again and abs(steps - args.steps) <= 0.01 * args.steps:
         return
     args.steps = steps
@@ -418,9 +453,10 @@ def fix_steps(step_s, timed, picture_s, save_s, again=False):
             + "; give more --minutes, or a smaller --warmup")
 
 
-def pace():
-    """Seconds per step since the first UNTIMED steps (t_timed), pictures and checkpoints included."""
-    return (time.time() - t_timed) / (step - start_step - UNTIMED)
+def pace(net=False):
+    """Seconds per step since the first UNTIMED steps (t_timed), pictures and checkpoints included; net:
+    with them (and the budget's probes) set aside."""
+    return (time.time() - t_timed - (aside_s if net else 0.0)) / (step - start_step - UNTIMED)
 
 
 # Ctrl-C sets a flag; the loop saves at its next log step, after that step's pictures, and stops (in the
@@ -439,14 +475,16 @@ stop_if(written(lambda: keep_up_to(out, step)) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
-log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min")
+spent = f" ({run_seconds() / 60:.1f} spent)" if checkpoint else ""  # resumed before its count was final
+log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min{spent}")
     + f", batch {args.batch_size}, {args.dtype}{', compiled' if args.compile else ''}, on {device}")
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 t_timed = None  # when the UNTIMED steps ended: pace() counts from there
-budget_run = args.steps is None  # a --minutes run that has not fixed its step count yet (a resume has)
-overheads = None  # a budget run's (picture_s, save_s), from time_overheads
+budget_run = args.steps is None  # a --minutes run that times its step count (a resume whose count was final does not)
+first_count = start_step + UNTIMED + TIMED  # its first count, after TIMED steps,
+final_count = max(args.warmup, first_count)  # and its final one, at the end of the warm-up
 stopping = False  # Ctrl-C was pressed on some rank, as the last log step found
 while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
@@ -464,13 +502,12 @@ while args.steps is None or step < args.steps:
     step += 1
     if step == start_step + UNTIMED:  # caches warm and the model compiled: speed is timed from here
         t_timed = time.time()
-    if budget_run and step == start_step + UNTIMED + TIMED:
-        step_s, probes_start = pace(), time.time()
-        overheads = time_overheads()  # measured once, for both counts
-        fix_steps(step_s, f"{TIMED} steps", *overheads)
-        t_timed += time.time() - probes_start  # the timing over the warm-up leaves out the probes
-    if budget_run and step == args.warmup and args.warmup > start_step + UNTIMED + TIMED:
-        fix_steps(pace(), "the warm-up", *overheads)
+    if budget_run and step == first_count:
+        with aside():
+            probe_costs()
+        fix_steps(f"{TIMED} steps")
+    if budget_run and step == final_count and final_count > first_count:
+        fix_steps(f"steps {start_step + UNTIMED}-{step}")
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)
@@ -485,31 +522,29 @@ while args.steps is None or step < args.steps:
             stop(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. "
                  f"Try a lower --lr, or --dtype fp32" + (", or --no-compile" if args.compile else ""))
         per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS]  # nan for a t bin that drew no image
-        elapsed = time.time() - t_start
         # img/s and eta leave out the first steps' compiling, once there are steps after them
-        per_step = pace() if step > start_step + UNTIMED else elapsed / (step - start_step)
+        per_step = pace() if step > start_step + UNTIMED else (time.time() - t_start) / (step - start_step)
+        minutes = run_seconds() / 60
         eta = f"eta {(args.steps - step) * per_step / 60:.1f} min" if args.steps else "timing the first steps"
         log(f"step {step}/{args.steps or '?'} | loss {mean_loss:.4f} | by t "
             + " ".join("-" if math.isnan(v) else f"{v:.3f}" for v in per_bin.tolist())
             + f" | lr {optimizer.param_groups[0]['lr']:.2e} | {args.batch_size / per_step:.0f} img/s"
-            + f" | {elapsed / 60:.1f} min, {eta}")
+            + f" | {minutes:.1f} min, {eta}")
         row = [step, mean_loss, *per_bin.tolist(), optimizer.param_groups[0]["lr"], args.batch_size / per_step,
-               elapsed / 60]
+               minutes]
         stop_if(written(lambda: append_row(out / "log.csv", row)) if master else None)
         loss_sum.zero_()
         bin_sums.zero_()
         last_log = step
         stopping = stats[-1].item() > 0 and step != args.steps  # at the last step the run ends as planned
     if step % args.sample_every == 0 or step == args.steps:
-        stop_if(save_pictures() if master else None)
-    timed_before = max(args.warmup, start_step + UNTIMED + TIMED)  # the count was fixed by then
-    if budget_run and step % args.save_every == 0 and timed_before < step < args.steps:
+        with aside("picture"):
+            stop_if(save_pictures() if master else None)
+    if budget_run and step % args.save_every == 0 and final_count < step < args.steps:
         # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
-        # all steps since the untimed ones again, less the pictures and checkpoints (a machine that got
-        # faster again after a slow spell gets steps back). Before the checkpoint, which keeps the count,
-        # so that a resume goes on as this run does (this step's checkpoint is left out of the pace).
-        fix_steps(pace() - overheads[0] / args.sample_every - overheads[1] / args.save_every,
-                  f"steps {start_step + UNTIMED}-{step}", *overheads, again=True)
+        # all steps since the untimed ones again (a machine that got faster again after a slow spell gets
+        # steps back). Before the checkpoint, which keeps the count, so that a resume goes on as this run does.
+        fix_steps(f"steps {start_step + UNTIMED}-{step}", again=True)
     if stopping:  # after this step's pictures, so that a resume, which starts after it, lacks none
         launcher = f"{TORCHRUN}={world}" if ddp else "python"
         log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
@@ -517,6 +552,7 @@ while args.steps is None or step < args.steps:
         stop_if(save())
         leave(130)
     if step % args.save_every == 0 or step == args.steps:
-        stop_if(save())
+        with aside("checkpoint"):
+            stop_if(save())
 
 leave(0)
