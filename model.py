@@ -423,8 +423,8 @@ def save_checkpoint(path, model, ema, optimizer, generators, step, seconds, args
 
 def load_checkpoint(path):
     """A checkpoint of save_checkpoint as a dict, its config as a Config, and what older runs did not
-    save filled in (their settings from OLD_ARGS, 0 seconds). Raises ValueError, in one line, for a missing, unreadable, truncated
-    or foreign file."""
+    save filled in (their settings from OLD_ARGS, 0 seconds). Raises ValueError, in one line, for a
+    missing, unreadable, truncated or foreign file."""
     if Path(path).is_dir():
         raise ValueError(f"{path} is a folder: give the checkpoint in it, {Path(path) / 'ckpt.pt'}")
     if not Path(path).is_file():
