@@ -80,7 +80,8 @@ def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_ev
     """The most training steps n (at least step + 1) for a run that ends within budget_s seconds: at
     `step`, elapsed_s have gone; each further step costs step_s, and train.py also saves pictures
     (picture_s) and a checkpoint (save_s) at every multiple of sample_every / save_every after `step`,
-    and at step n. The cost grows with n, so a binary search finds the last n that fits."""
+    and at step n. The cost grows with n, so a binary search finds the last n that fits. An n a few
+    steps past a picture step (5% of sample_every) becomes that step: two nearly equal grids are one."""
     def cost(n):
         events = lambda every: n // every - step // every + (n % every != 0)  # multiples in (step, n], and n
         return elapsed_s + (n - step) * step_s + events(sample_every) * picture_s + events(save_every) * save_s
@@ -89,7 +90,8 @@ def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_ev
     while too_many - fits > 1:  # cost(fits) <= budget_s < cost(too_many), but for the minimum step + 1
         middle = (fits + too_many) // 2
         fits, too_many = (middle, too_many) if cost(middle) <= budget_s else (fits, middle)
-    return fits
+    past = fits % sample_every
+    return fits - past if past <= sample_every // 20 and fits - past > step else fits
 
 
 @dataclass

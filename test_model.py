@@ -279,3 +279,10 @@ def test_steps_within_a_budget_match_a_fake_clock(budget, elapsed, step, step_s,
     assert n == max(fitting, default=step + 1)
     if fitting:  # the count is the last that fits: one more step goes over
         assert runs[n] <= budget < runs[n + 1]
+
+
+def test_steps_within_a_budget_end_at_a_picture_rather_than_just_after_it():
+    # 1,010 steps fit: the last 10 would only redraw step 1,000's grid. 30 more are worth a grid.
+    assert steps_within(1010, 0, 0, 1.0, 0, 0, 500, 500) == 1000
+    assert steps_within(1030, 0, 0, 1.0, 0, 0, 500, 500) == 1030
+    assert steps_within(1010, 1000, 1000, 1.0, 0, 0, 500, 500) == 1010  # but at least one step more

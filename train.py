@@ -433,9 +433,6 @@ def fix_steps(timed, again=False):
     # 3% of the budget is kept for the imports before START and for a machine that slows down later.
     steps = steps_within(0.97 * 60 * args.minutes, elapsed, step, step_s, picture_s, save_s,
                          args.sample_every, args.save_every)
-    past = steps % args.sample_every  # ending a few steps after a picture would draw two nearly equal grids
-    if past <= args.sample_every // 20 and steps - past > step:
-        steps -= past
     if again and abs(steps - args.steps) <= 0.01 * args.steps:
         return
     args.steps = steps
