@@ -252,7 +252,7 @@ if checkpoint:
 
 
 def run_seconds():
-    """The seconds this run has taken, setup included, with those of the runs it resumes: what a
+    """The seconds this run has taken since its imports, with those of the runs it resumes: what a
     --minutes budget counts, and the log's minutes."""
     return (checkpoint["seconds"] if checkpoint else 0.0) + time.time() - START
 
@@ -284,9 +284,10 @@ def save():
         states = [generator.get_state()]
     if not all(p.isfinite().all() for p in model.parameters()):
         return f"the weights are no longer finite at step {step}; {ckpt_path} is left as it was"
-    # A budget's count is kept once it is final (timed over the warm-up, or reached): a resume from an
-    # earlier checkpoint times the steps again, with the minutes spent so far taken off the budget.
-    final = not budget_run or step >= final_count or step == args.steps
+    # A budget's count is kept once only checkpoints may move it (from the end of the warm-up on, or from
+    # the first count for a run that ends before then): a resume from an earlier checkpoint times the
+    # steps again, with the minutes spent so far taken off the budget.
+    final = not budget_run or step >= final_count or (args.steps is not None and args.steps <= final_count)
     if master:
         try:
             save_checkpoint(ckpt_path, model, ema, optimizer, states, step, run_seconds(),
@@ -400,9 +401,9 @@ def leave(code):
 
 
 def probe_costs():
-    """Into costs, until a real one is made: a picture's (the sampler's forward passes of the EMA model on
-    64 images, one of them timed, plus one pass's worth for the files it writes) and a checkpoint's (one
-    written aside)."""
+    """Into costs, for each real one to replace: a picture's (the sampler's forward passes of the EMA model
+    on 64 images, one of them timed, plus one pass's worth for the files it writes) and a checkpoint's
+    (one written aside)."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
         synchronize(device)
@@ -451,8 +452,8 @@ def fix_steps(timed, again=False):
 
 
 def pace(net=False):
-    """Seconds per step since the first UNTIMED steps (t_timed), pictures and checkpoints included; net:
-    with them (and the budget's probes) set aside."""
+    """Seconds per step since the first UNTIMED steps (t_timed), pictures, checkpoints and the budget's
+    probes included; net: with them set aside."""
     return (time.time() - t_timed - (aside_s if net else 0.0)) / (step - start_step - UNTIMED)
 
 
@@ -503,7 +504,7 @@ while args.steps is None or step < args.steps:
         with aside():
             probe_costs()
         fix_steps(f"{TIMED} steps")
-    if budget_run and step == final_count and final_count > first_count:
+    if budget_run and step == final_count and first_count < final_count < args.steps:
         fix_steps(f"steps {start_step + UNTIMED}-{step}")
 
     loss_sum += loss.detach()
