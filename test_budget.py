@@ -66,7 +66,7 @@ def test_a_budget_stopped_before_its_count_is_final_times_again_on_resume(tmp_pa
     result = run("train.py", "--resume", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     spent = round(stopped["seconds"] / 60, 1)  # 0.1 or more
-    assert float(re.search(r"for 0.5 min \(([\d.]+) spent\)", result.stdout)[1]) >= spent
+    assert float(re.search(r"for 0.5 min \(([\d.]+) min gone\)", result.stdout)[1]) >= spent
     counts = re.findall(r"budget 0.5 min: (\d+) steps \([\d.]+ s per step over (20 steps|steps \d+-\d+), "
                         r"a picture [\d.]+ s, a checkpoint [\d.]+ s, ([\d.]+) min gone\)", result.stdout)
     assert [over for _, over, _ in counts[:2]] == ["20 steps", f"steps {stopped['step'] + 5}-150"]
@@ -76,6 +76,29 @@ def test_a_budget_stopped_before_its_count_is_final_times_again_on_resume(tmp_pa
     rows = (tmp_path / "out" / "log.csv").read_text().splitlines()[1:]
     minutes = [float(row.split(",")[-1]) for row in rows]
     assert minutes == sorted(minutes) and minutes[-1] <= 0.5 + 0.1  # one clock over both runs
+
+
+def test_a_resumed_budget_goes_on_timing_at_checkpoints(tmp_path, cats):
+    """Stopped after its count is final, then resumed with pictures 25x as often: the resume keeps the
+    count but times again at its checkpoints, as the first run would have, and still ends in time
+    (kept at 2,000 or so steps, at about 0.8 s a picture, it would take over a minute)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes",
+                                "0.2", "--warmup", "10"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("step 60/"):
+            break
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    stopped = load(tmp_path / "out" / "ckpt.pt")
+    assert process.returncode == 130 and stopped["args"]["steps"] > 500
+    result = run("train.py", "--resume", "--sample-every", 20, "--save-every", 40, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"for 0.2 min ({stopped['args']['steps']} steps, " in result.stdout
+    assert re.search(rf"budget 0.2 min: \d+ steps \([\d.]+ s per step over steps {stopped['step'] + 5}-\d+, ",
+                     result.stdout)
+    assert load(tmp_path / "out" / "ckpt.pt")["step"] < stopped["args"]["steps"]
+    minutes = float((tmp_path / "out" / "log.csv").read_text().splitlines()[-1].split(",")[-1])
+    assert minutes <= 0.2 + 0.1
 
 
 def frozen_budget_run(tmp_path, cats, minutes, save_every, at_step, seconds):

@@ -230,6 +230,19 @@ def test_a_resume_keeps_its_dtype_unless_told(tmp_path, cats):
     assert load(tmp_path / "out" / "ckpt.pt")["args"]["dtype"] == "bf16"
 
 
+def test_a_resume_keeps_the_intervals_unless_told(tmp_path, cats):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, "--sample-every", 2, "--log-every", 2,
+               cwd=tmp_path).returncode == 0
+    result = run("train.py", "--resume", "--steps", 5, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" |")[0] for line in result.stdout.splitlines() if line.startswith("step ")] == [
+        "step 2/5", "step 4/5", "step 5/5"]
+    result = run("train.py", "--resume", "--steps", 8, "--sample-every", 3, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("samples_*.png")) == [
+        f"samples_{step:06d}.png" for step in (1, 2, 4, 5, 6, 8)]
+
+
 def test_a_t_bin_without_images_is_logged_as_missing_not_as_zero(tmp_path, cats):
     result = run("train.py", *TINY, "--data", cats, "--steps", 3, "--batch-size", 1, cwd=tmp_path)  # one t a step
     assert result.returncode == 0, result.stderr

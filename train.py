@@ -126,9 +126,12 @@ arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
     fail("give --steps or --minutes, not both")
-# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say); every
-# other one comes from the checkpoint.
-OWN = {"out", "log_every", "sample_every", "save_every", "device", "dtype", "compile", "resume"}
+steps_given = args.steps is not None  # on a resume too: it turns a budget run into a run of --steps
+# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say); the
+# checkpoint's intervals and count stand unless given again (MAY_CHANGE); every other setting comes from the
+# checkpoint.
+OWN = {"out", "device", "dtype", "compile", "resume"}
+MAY_CHANGE = {"steps", "log_every", "sample_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------- setup
@@ -157,9 +160,9 @@ if args.resume:
     if saved["data"] and not Path(saved["data"]).is_dir():  # else argparse would blame a --data never given
         fail(f"{ckpt_path} was trained on {saved['data']}, which is no folder from here: resume where the run began")
     parser.set_defaults(**saved)  # parsed again with the checkpoint's settings as defaults, a flag
-    args = parser.parse_args()    # may set more --steps, and repeat any other setting but not change it
+    args = parser.parse_args()    # may change MAY_CHANGE, and repeat any other setting but not change it
     for key, value in saved.items():
-        if key != "steps" and getattr(args, key) != value:
+        if key not in MAY_CHANGE and getattr(args, key) != value:
             flag = "--" + key.replace("_", "-")
             trained = f"with {flag} {value}" if value is not None else f"without {flag}"
             fail(f"{ckpt_path} was trained {trained}, not with {flag} {getattr(args, key)}: "
@@ -196,7 +199,7 @@ if args.preset is None:
 if args.steps is None and args.minutes is None and device.type != "cuda":
     args.minutes = DEFAULT_MINUTES
 for key, value in defaults(args.preset, args.lut).items():  # what the command line leaves open
-    if getattr(args, key) is None and not (key == "steps" and args.minutes):  # a budget's steps: fix_steps
+    if getattr(args, key) is None and not (key == "steps" and args.minutes):  # a budget's steps: set_step_count
         setattr(args, key, value)
 if checkpoint and args.dtype is None:  # as trained, unless this device would emulate the run's bf16
     args.dtype = "fp32" if fast_dtype(device) == "fp32" else checkpoint["args"]["dtype"]
@@ -268,7 +271,7 @@ def learning_rate(step):
     """Linear warm-up, then a cosine decay from --lr to --min-lr * --lr at the last step (as nanoGPT)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    if args.steps is None:  # the first steps of a --minutes run, before fix_steps: the decay has not begun
+    if args.steps is None:  # the first steps of a --minutes run, before set_step_count: the decay has not begun
         return args.lr
     progress = (step - args.warmup) / max(1, args.steps - 1 - args.warmup)  # 1 at the last step
     return args.lr * (args.min_lr + (1 - args.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
@@ -284,14 +287,10 @@ def save():
         states = [generator.get_state()]
     if not all(p.isfinite().all() for p in model.parameters()):
         return f"the weights are no longer finite at step {step}; {ckpt_path} is left as it was"
-    # A budget's count is kept once only checkpoints may move it (from the end of the warm-up on, or from
-    # the first count for a run that ends before then): a resume from an earlier checkpoint times the
-    # steps again, with the minutes spent so far taken off the budget.
-    final = not budget_run or step >= final_count or (args.steps is not None and args.steps <= final_count)
     if master:
-        try:
+        try:  # a budget's count only once it is final: a resume from before then times the steps again
             save_checkpoint(ckpt_path, model, ema, optimizer, states, step, run_seconds(),
-                            {**vars(args), "steps": args.steps if final else None})
+                            {**vars(args), "steps": args.steps if counted else None})
         except OSError as e:
             return write_failed(e)
         log(f"saved {ckpt_path} at step {step}")
@@ -422,11 +421,11 @@ def probe_costs():
     costs.update(picture=picture_s, checkpoint=save_s)
 
 
-def fix_steps(timed, again=False):
+def set_step_count(timed, again=False):
     """A --minutes run: set args.steps so that the run ends within the budget, from the pace of the steps
     (`timed` says over what) and the costs of a picture and a checkpoint; `again`: change the count only
-    if it moves by more than 1%. Once final, the checkpoint keeps the count for --resume, which never
-    measures again."""
+    if it moves by more than 1%. Once final, the checkpoint keeps the count for --resume, which goes on
+    timing at checkpoints."""
     figures = torch.tensor([run_seconds(), pace(net=True), costs["picture"], costs["checkpoint"]], device=device)
     if ddp:
         dist.all_reduce(figures, op=dist.ReduceOp.MAX)  # every rank takes the same count: the slowest rank's
@@ -445,7 +444,8 @@ def fix_steps(timed, again=False):
     elif end > 60 * args.minutes:  # the timing itself used the budget up
         log(f"warning: {args.minutes:g} min is too short for this model here; the run ends after about "
             f"{end / 60:.1f} min")
-    elif steps < 2 * args.warmup and step < args.warmup:  # said once, at the first count
+    elif steps < 2 * args.warmup and step < args.warmup and not checkpoint:  # at the first count; a resume
+        # cannot change --minutes or --warmup
         log(f"warning: {args.minutes:g} min fits {steps} steps here, and the learning rate warms up over "
             f"{args.warmup}: it will " + ("never reach --lr" if steps <= args.warmup else "hardly decay")
             + "; give more --minutes, or a smaller --warmup")
@@ -473,16 +473,19 @@ stop_if(written(lambda: keep_up_to(out, step)) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
-spent = f" ({run_seconds() / 60:.1f} spent)" if checkpoint else ""  # resumed before its count was final
-log(f"training {args.lut} head for " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min{spent}")
-    + f", batch {args.batch_size}, {args.dtype}{', compiled' if args.compile else ''}, on {device}")
+budget_run = args.minutes is not None and not steps_given  # a run that times its step count, resumed or not
+counted = args.steps is not None  # the count is final: checkpoints keep it (and a budget moves it only there)
+plan = f"{args.minutes:g} min" if budget_run else f"{args.steps} steps"
+if budget_run and checkpoint:  # resumed: the count so far (none before the final one) and the minutes gone
+    plan += (f" ({args.steps} steps, " if args.steps else " (") + f"{run_seconds() / 60:.1f} min gone)"
+log(f"training {args.lut} head for {plan}, batch {args.batch_size}, {args.dtype}"
+    f"{', compiled' if args.compile else ''}, on {device}")
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 t_timed = None  # when the UNTIMED steps ended: pace() counts from there
-budget_run = args.steps is None  # a --minutes run that times its step count (a resume whose count was final does not)
-first_count = start_step + UNTIMED + TIMED  # its first count, after TIMED steps,
-final_count = max(args.warmup, first_count)  # and its final one, at the end of the warm-up
+first_count_step = start_step + UNTIMED + TIMED  # a budget's first count, after TIMED steps,
+final_count_step = max(args.warmup, first_count_step)  # and its final one, at the end of the warm-up
 stopping = False  # Ctrl-C was pressed on some rank, as the last log step found
 while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
@@ -500,12 +503,15 @@ while args.steps is None or step < args.steps:
     step += 1
     if step == start_step + UNTIMED:  # caches warm and the model compiled: speed is timed from here
         t_timed = time.time()
-    if budget_run and step == first_count:
+    if budget_run and step == first_count_step:
         with aside():
             probe_costs()
-        fix_steps(f"{TIMED} steps")
-    if budget_run and step == final_count and first_count < final_count < args.steps:
-        fix_steps(f"steps {start_step + UNTIMED}-{step}")
+        if not counted:
+            set_step_count(f"{TIMED} steps")
+            counted = not step < final_count_step < args.steps  # final, unless the warm-up's count is to come
+    if not counted and step == final_count_step:
+        set_step_count(f"steps {start_step + UNTIMED}-{step}")
+        counted = True
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)
@@ -538,11 +544,11 @@ while args.steps is None or step < args.steps:
     if step % args.sample_every == 0 or step == args.steps:
         with aside("picture"):
             stop_if(save_pictures() if master else None)
-    if budget_run and step % args.save_every == 0 and final_count < step < args.steps:
+    if budget_run and counted and step % args.save_every == 0 and first_count_step < step < args.steps:
         # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
         # all steps since the untimed ones again (a machine that got faster again after a slow spell gets
         # steps back). Before the checkpoint, which keeps the count, so that a resume goes on as this run does.
-        fix_steps(f"steps {start_step + UNTIMED}-{step}", again=True)
+        set_step_count(f"steps {start_step + UNTIMED}-{step}", again=True)
     if stopping:  # after this step's pictures, so that a resume, which starts after it, lacks none
         launcher = f"{TORCHRUN}={world}" if ddp else "python"
         log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
