@@ -425,7 +425,7 @@ def save_checkpoint(path, model, ema, optimizer, generators, step, seconds, args
 
 def load_checkpoint(path):
     """A checkpoint of save_checkpoint as a dict, its config as a Config, and what older runs did not
-    save filled in (their settings from OLD_ARGS, 0 seconds). Raises ValueError, in one line, for a
+    save filled in (their settings from OLD_ARGS, seconds None). Raises ValueError, in one line, for a
     missing, unreadable, truncated or foreign file."""
     if Path(path).is_dir():
         raise ValueError(f"{path} is a folder: give the checkpoint in it, {Path(path) / 'ckpt.pt'}")
@@ -447,7 +447,7 @@ def load_checkpoint(path):
         raise ValueError(not_ours if head else f"{path} is empty")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{not_ours}: it holds a {type(checkpoint).__name__}")
-    checkpoint = {"seconds": 0.0, **checkpoint}  # checkpoints older than that key did not count the time
+    checkpoint = {"seconds": None, **checkpoint}  # checkpoints older than that key did not keep the time
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
         raise ValueError(f"{not_ours} (missing: {', '.join(missing)})")

@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from conftest import ROOT, TINY, load, run
 
 
 def test_a_time_budget_fixes_the_steps_once(tmp_path, cats):
-    """--minutes times the first steps, then fixes the count; the checkpoint keeps it, and a resumed run
-    neither measures again nor changes it. (A budget shorter than the timing gives timed steps + 1.)"""
+    """--minutes times the first steps, then fixes the count; the checkpoint keeps it, and a resume with
+    --steps runs that many, timing nothing. (A budget shorter than the timing gives timed steps + 1.)"""
     result = run("train.py", *TINY, "--data", cats, "--minutes", 0.01, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "step 10/? |" in result.stdout and "budget 0.01 min: 26 steps (" in result.stdout
@@ -99,6 +101,30 @@ def test_a_resumed_budget_goes_on_timing_at_checkpoints(tmp_path, cats):
     assert load(tmp_path / "out" / "ckpt.pt")["step"] < stopped["args"]["steps"]
     minutes = float((tmp_path / "out" / "log.csv").read_text().splitlines()[-1].split(",")[-1])
     assert minutes <= 0.2 + 0.1
+
+
+def test_a_budget_run_resumed_with_steps_goes_on_by_steps(tmp_path, cats):
+    """After `--resume --steps N` a budget run is a run of N steps, on every later resume too; so is one
+    resumed from a checkpoint older than the time it keeps (its budget is unknown)."""
+    assert run("train.py", *TINY, "--data", cats, "--minutes", 0.01, cwd=tmp_path).returncode == 0
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--resume", "--steps", "400"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("step 100/"):
+            break
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130 and "budget" not in out
+    result = run("train.py", "--resume", cwd=tmp_path)  # as the run said to continue
+    assert result.returncode == 0, result.stderr
+    assert "for 400 steps, " in result.stdout and "budget" not in result.stdout and "step 400/400 |" in result.stdout
+    older = load(tmp_path / "out" / "ckpt.pt")
+    del older["seconds"]
+    older["args"].update(minutes=0.01, steps=430)
+    torch.save(older, tmp_path / "out" / "ckpt.pt")
+    result = run("train.py", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "for 430 steps, " in result.stdout and "budget" not in result.stdout and "step 430/430 |" in result.stdout
 
 
 def frozen_budget_run(tmp_path, cats, minutes, save_every, at_step, seconds):

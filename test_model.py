@@ -204,12 +204,12 @@ def test_checkpoint_from_before_min_lr_keeps_a_constant_lr(tmp_path):
     assert load_checkpoint(tmp_path / "old.pt")["args"] == {"min_lr": 1.0, "lut": "tanh", "seed": 0}
 
 
-def test_checkpoint_from_before_seconds_counts_none(tmp_path):
+def test_checkpoint_from_before_seconds_has_none(tmp_path):
     small_checkpoint(tmp_path / "old.pt")
     old = torch.load(tmp_path / "old.pt", weights_only=False)
     del old["seconds"]
     torch.save(old, tmp_path / "old.pt")
-    assert load_checkpoint(tmp_path / "old.pt")["seconds"] == 0.0
+    assert load_checkpoint(tmp_path / "old.pt")["seconds"] is None
 
 
 def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
@@ -276,7 +276,7 @@ def test_steps_within_a_budget_match_a_fake_clock(budget, elapsed, step, step_s,
     n = steps_within(budget, elapsed, step, step_s, picture_s, save_s, sample_every, save_every)
     runs = fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, step + 20_000)
     fitting = [m for m, seconds in runs.items() if seconds <= budget]
-    assert n == max(fitting, default=step + 1)
+    assert n == max(fitting, default=step + 1)  # (no case ends within 5% after a picture: see the next test)
     if fitting:  # the count is the last that fits: one more step goes over
         assert runs[n] <= budget < runs[n + 1]
 

@@ -95,9 +95,11 @@ arg("--dict-size", type=number(int, 2), help="LUT entries K (default: the head's
 arg("--static-tokens", type=number(int, 0), help="learned extra tokens (default: the head's)")
 arg("--gram", type=number(float, 0), help="Gram penalty weight (default: the head's)")
 arg("--steps", type=number(int, 1),
-    help="training steps (default on CUDA: the preset's, or the preset's with this head)")
+    help="training steps (default on CUDA: the preset's, or the preset's with this head; with --resume, a "
+         "budget run goes on by steps)")
 arg("--minutes", type=number(float, 0, low_allowed=False), help=f"train for this many minutes instead, all included: "
-    f"the step count is fixed after timing a few steps (default on a CPU or MPS: {DEFAULT_MINUTES})")
+    f"the step count comes from timing the steps, and moves at checkpoints if the machine's speed changes "
+    f"(default on a CPU or MPS: {DEFAULT_MINUTES})")
 arg("--batch-size", type=number(int, 1), help="images per step, over all processes (default: the preset's)")
 arg("--lr", type=number(float, 0, low_allowed=False), help="AdamW learning rate (default: the preset's)")
 arg("--warmup", type=number(int, 0), default=200, help="linear learning-rate warm-up steps (default: %(default)s)")
@@ -113,9 +115,12 @@ arg("--t-sampling", default="logit-normal", choices=["uniform", "logit-normal"],
 arg("--loss", default="v", choices=["x", "v"],
     help="v: the image error weighted 1/(1-t)^2, the MSE on the velocity, with 1-t clamped at 0.05 "
          "(JiT); x: the plain MSE on the image, as in the post (default: %(default)s)")
-arg("--log-every", type=number(int, 1), default=10, help="steps between log lines (default: %(default)s)")
-arg("--sample-every", type=number(int, 1), default=500, help="steps between sample grids (default: %(default)s)")
-arg("--save-every", type=number(int, 1), default=500, help="steps between checkpoints (default: %(default)s)")
+arg("--log-every", type=number(int, 1), default=10, help="steps between log lines (default: %(default)s; "
+    "with --resume, the run's)")
+arg("--sample-every", type=number(int, 1), default=500, help="steps between sample grids (default: "
+    "%(default)s; with --resume, the run's)")
+arg("--save-every", type=number(int, 1), default=500, help="steps between checkpoints (default: "
+    "%(default)s; with --resume, the run's)")
 arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
     help="seed of weights, batches and noise, and of which toy cats are drawn (default: %(default)s)")
 arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
@@ -126,7 +131,7 @@ arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
     fail("give --steps or --minutes, not both")
-steps_given = args.steps is not None  # on a resume too: it turns a budget run into a run of --steps
+steps_given = args.steps is not None  # on a resume too, where a budget run goes on by steps
 # Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say); the
 # checkpoint's intervals and count stand unless given again (MAY_CHANGE); every other setting comes from the
 # checkpoint.
@@ -216,6 +221,10 @@ if problem:
         fail(f"--compile: {problem}; drop --compile")
     log(f"compile: off, as {problem}")
     args.compile = False
+# A run by steps times nothing: a budget run resumed with --steps, and one whose checkpoint is older than the
+# time it kept (so that its budget is unknown). Its checkpoints then say so to the next resume.
+if steps_given or (checkpoint and checkpoint["seconds"] is None and args.steps):
+    args.minutes = None
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
 if checkpoint and len(checkpoint["generators"]) != world:  # one random stream per process
@@ -257,7 +266,8 @@ if checkpoint:
 def run_seconds():
     """The seconds this run has taken since its imports, with those of the runs it resumes: what a
     --minutes budget counts, and the log's minutes."""
-    return (checkpoint["seconds"] if checkpoint else 0.0) + time.time() - START
+    earlier = (checkpoint or {}).get("seconds") or 0.0  # None in an older checkpoint, which kept no time
+    return earlier + time.time() - START
 
 
 train_model = torch.compile(model) if args.compile else model
@@ -290,7 +300,7 @@ def save():
     if master:
         try:  # a budget's count only once it is final: a resume from before then times the steps again
             save_checkpoint(ckpt_path, model, ema, optimizer, states, step, run_seconds(),
-                            {**vars(args), "steps": args.steps if counted else None})
+                            {**vars(args), "steps": args.steps if count_final else None})
         except OSError as e:
             return write_failed(e)
         log(f"saved {ckpt_path} at step {step}")
@@ -441,6 +451,9 @@ def set_step_count(timed, again=False):
     end = elapsed + (steps - step) * step_s + picture_s + save_s  # at the least: one more step, the last picture
     if end > 60 * args.minutes and again:  # steps slower than before, with too little time left to make up
         log(f"warning: this machine has slowed down; the run ends after about {end / 60:.1f} min")
+    elif end > 60 * args.minutes and checkpoint:  # the runs this one resumes used the budget up
+        log(f"warning: {elapsed / 60:.1f} of the {args.minutes:g} min are gone already; the run ends after "
+            f"about {end / 60:.1f} min")
     elif end > 60 * args.minutes:  # the timing itself used the budget up
         log(f"warning: {args.minutes:g} min is too short for this model here; the run ends after about "
             f"{end / 60:.1f} min")
@@ -473,8 +486,8 @@ stop_if(written(lambda: keep_up_to(out, step)) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
-budget_run = args.minutes is not None and not steps_given  # a run that times its step count, resumed or not
-counted = args.steps is not None  # the count is final: checkpoints keep it (and a budget moves it only there)
+budget_run = args.minutes is not None  # a run that times its step count, resumed or not
+count_final = args.steps is not None  # checkpoints keep the count (and a budget run moves it only there)
 plan = f"{args.minutes:g} min" if budget_run else f"{args.steps} steps"
 if budget_run and checkpoint:  # resumed: the count so far (none before the final one) and the minutes gone
     plan += (f" ({args.steps} steps, " if args.steps else " (") + f"{run_seconds() / 60:.1f} min gone)"
@@ -485,7 +498,8 @@ loss_sum = torch.zeros((), device=device)
 start_step, last_log, t_start = step, step, time.time()
 t_timed = None  # when the UNTIMED steps ended: pace() counts from there
 first_count_step = start_step + UNTIMED + TIMED  # a budget's first count, after TIMED steps,
-final_count_step = max(args.warmup, first_count_step)  # and its final one, at the end of the warm-up
+final_count_step = max(args.warmup, first_count_step)  # its final one, at the end of the warm-up,
+timed_again_after = start_step + max(args.warmup, UNTIMED + TIMED)  # and, over as many steps, at checkpoints
 stopping = False  # Ctrl-C was pressed on some rank, as the last log step found
 while args.steps is None or step < args.steps:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
@@ -506,12 +520,13 @@ while args.steps is None or step < args.steps:
     if budget_run and step == first_count_step:
         with aside():
             probe_costs()
-        if not counted:
+        if not count_final:
             set_step_count(f"{TIMED} steps")
-            counted = not step < final_count_step < args.steps  # final, unless the warm-up's count is to come
-    if not counted and step == final_count_step:
+            final_count_to_come = step < final_count_step < args.steps
+            count_final = not final_count_to_come
+    if not count_final and step == final_count_step:
         set_step_count(f"steps {start_step + UNTIMED}-{step}")
-        counted = True
+        count_final = True
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)
@@ -544,7 +559,7 @@ while args.steps is None or step < args.steps:
     if step % args.sample_every == 0 or step == args.steps:
         with aside("picture"):
             stop_if(save_pictures() if master else None)
-    if budget_run and counted and step % args.save_every == 0 and first_count_step < step < args.steps:
+    if budget_run and count_final and step % args.save_every == 0 and timed_again_after < step < args.steps:
         # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
         # all steps since the untimed ones again (a machine that got faster again after a slow spell gets
         # steps back). Before the checkpoint, which keeps the count, so that a resume goes on as this run does.
