@@ -265,8 +265,9 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_min_lr(tmp_path, cats):
 
 def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_path, cats):
     """--compile: the same losses as the plain model (fp32, same seed), also with the CPU's vector code
-    held to AVX2, as on most laptops; a long budget is compiled by default there too. Without a C++
-    compiler torch.compile cannot work on a CPU: then --compile stops in one line before training."""
+    held to AVX2, as on most laptops; a long budget is compiled by default there too, and a resume as
+    its run was. Without a C++ compiler torch.compile cannot work on a CPU: then --compile stops in one
+    line before training."""
     # Inductor's cache is not keyed on ATEN_CPU_CAPABILITY: AVX-512 kernels cached by the run before,
     # rebuilt for AVX2, would write past their buffers. A real AVX2 CPU never has those, so a fresh cache.
     avx2 = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "avx2-cache")}
@@ -289,6 +290,13 @@ def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_pat
     process.kill()
     process.communicate()
     assert "10 min," in line and "compiled" in line
+    for name in "compiled", "plain":  # a resume compiles as the run did, whatever its budget
+        process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--resume", "--steps", "4", "--out", name],
+                                   cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        line = next(line for line in process.stdout if line.startswith("training "))
+        process.kill()
+        process.communicate()
+        assert ("compiled" in line) == (name == "compiled")
 
     no_compiler = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
     result = run("train.py", *TINY, "--steps", 1, "--compile", cwd=tmp_path, env=no_compiler)

@@ -126,7 +126,8 @@ arg("--seed", type=number(int, 0, 2**32 - 1), default=0,
 arg("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
 arg("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device runs it natively)")
 arg("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on for a "
-    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its compiling, on CUDA and x86 CPUs)")
+    f"--minutes budget of {COMPILE_MINUTES} or more, which pays for its compiling, on CUDA and x86 CPUs; with "
+    "--resume, as the run was)")
 arg("--resume", action="store_true", help="continue from --out/ckpt.pt")
 args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
@@ -209,12 +210,13 @@ for key, value in defaults(args.preset, args.lut).items():  # what the command l
 if checkpoint and args.dtype is None:  # as trained, unless this device would emulate the run's bf16
     args.dtype = "fp32" if fast_dtype(device) == "fp32" else checkpoint["args"]["dtype"]
 args.dtype = args.dtype or fast_dtype(device)
-# By default a budget long enough to pay for it is compiled where that was tested: CUDA, and x86 CPUs
-# whose vector code is AVX-512 or AVX2 (not ARM CPUs, not MPS).
+# By default a budget long enough to pay for it is compiled (and a resumed run as it was) where that was
+# tested: CUDA, and x86 CPUs whose vector code is AVX-512 or AVX2 (not ARM CPUs, not MPS).
 tested = device.type == "cuda" or (device.type == "cpu"
                                    and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
 asked = args.compile  # --compile, --no-compile or None
-args.compile = asked if asked is not None else (args.minutes or 0) >= COMPILE_MINUTES and tested
+pays = checkpoint["args"]["compile"] if checkpoint else (args.minutes or 0) >= COMPILE_MINUTES
+args.compile = asked if asked is not None else pays and tested
 problem = compile_problem(device) if args.compile else None
 if problem:
     if asked:
