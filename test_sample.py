@@ -101,8 +101,9 @@ def test_compare_cli(tmp_path):
 
 def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
-    process = subprocess.Popen([sys.executable, str(ROOT / "sample.py"), "out/ckpt.pt", "--n", "1024"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # 100 steps: chunks slow enough that Ctrl-C lands before the last one, however late this reads the line
+    process = subprocess.Popen([sys.executable, str(ROOT / "sample.py"), "out/ckpt.pt", "--n", "1024", "--steps",
+                                "100"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:  # the first of 4 chunks
         if line.startswith("sampled 256/1024"):
             break
