@@ -1,5 +1,6 @@
 """What test_train.py, test_budget.py and test_sample.py share: running a project script as a user does,
-a model small enough that each command takes seconds, and a folder of cats. pytest loads this file first."""
+a model small enough that each command takes seconds, torchrun's two processes, and a folder of cats.
+pytest loads this file first."""
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ from data import image_grid, toy_cats
 ROOT = Path(__file__).parent
 TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
         "--log-every", "1", "--device", "cpu"]
+# torchrun with 2 processes; --standalone lets it take a free port itself (a port picked here and then
+# freed could be taken by another test before torchrun binds it)
+DDP = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 def run(script, *args, cwd, launcher=(), env=None):

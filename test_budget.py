@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from conftest import ROOT, TINY, load, run
+from conftest import DDP, ROOT, TINY, load, run
 
 
 def test_a_time_budget_fixes_the_steps_once(tmp_path, cats):
@@ -125,6 +125,17 @@ def test_a_budget_run_resumed_with_steps_goes_on_by_steps(tmp_path, cats):
     result = run("train.py", "--resume", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "for 430 steps, " in result.stdout and "budget" not in result.stdout and "step 430/430 |" in result.stdout
+
+
+def test_a_time_budget_under_ddp_counts_once_for_all_ranks(tmp_path, cats):
+    """Two processes take the same count (the slowest's figures); rank 0 alone says it and saves it."""
+    result = run("train.py", *TINY, "--data", cats, "--minutes", 0.05, "--warmup", 30, cwd=tmp_path, launcher=DDP)
+    assert result.returncode == 0, result.stderr
+    counts = re.findall(r"budget 0.05 min: (\d+) steps \([\d.]+ s per step over (20 steps|steps 5-30),", result.stdout)
+    assert [over for _, over in counts] == ["20 steps", "steps 5-30"]
+    checkpoint = load(tmp_path / "out" / "ckpt.pt")
+    assert checkpoint["step"] == checkpoint["args"]["steps"] == int(counts[-1][0]) and checkpoint["seconds"] > 0
+    assert result.stdout.count(f"step {counts[-1][0]}/{counts[-1][0]} |") == 1
 
 
 def frozen_budget_run(tmp_path, cats, minutes, save_every, at_step, seconds):

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY, load, run
+from conftest import DDP, ROOT, TINY, load, run
 
 
 def test_train_then_sample(tmp_path, cats):
@@ -363,14 +363,8 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
     assert (tmp_path / "out" / "ckpt.pt").read_bytes() == good
 
 
-def ddp():
-    """torchrun with 2 processes; --standalone lets it take a free port itself (a port picked here and
-    then freed could be taken by another test before torchrun binds it)."""
-    return ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-
-
 def test_two_process_ddp_on_gloo(tmp_path, cats):
-    result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=ddp())
+    result = run("train.py", *TINY, "--data", cats, "--steps", 3, cwd=tmp_path, launcher=DDP)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("step 3/3") == 1  # rank 0 alone logs
     checkpoint = load(tmp_path / "out" / "ckpt.pt")
@@ -385,7 +379,7 @@ def test_two_process_ddp_on_gloo(tmp_path, cats):
 def test_ddp_failure_on_rank_0_stops_both_ranks(tmp_path, cats):
     # Rank 0 alone writes the checkpoint; the disk is full for the first. Rank 1 must not wait for it.
     result = run_with_full_disk("ckpt.pt", 1, "train.py", *TINY, "--data", cats, "--steps", 1000, "--save-every", 2,
-                                cwd=tmp_path, launcher=ddp())
+                                cwd=tmp_path, launcher=DDP)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: cannot write to out at step 2: No space left on device; stopped, and no checkpoint "
