@@ -1,8 +1,10 @@
-"""What test_train.py, test_budget.py and test_sample.py share: running a project script as a user does,
-a model small enough that each command takes seconds, torchrun's two processes, and a folder of cats.
-pytest loads this file first."""
+"""What test_train.py, test_budget.py and test_sample.py share: running a project script as a user does
+(and stopping it halfway), a model small enough that each command takes seconds, torchrun's two
+processes, and a folder of cats. pytest loads this file first."""
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,25 @@ def run(script, *args, cwd, launcher=(), env=None):
     """Run a project script from `cwd` (so data/cache and out/ land in the temp folder)."""
     return subprocess.run([sys.executable, *launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def interrupted(script, *args, cwd, at, signals=(signal.SIGINT,), freeze=0, env=None):
+    """Run a project script as `run` does until it prints a line that starts with `at`, then send it
+    `signals` in turn, waiting `freeze` seconds after a SIGSTOP (a machine busy elsewhere). Returns what it
+    printed up to that line, and the rest as a CompletedProcess."""
+    process = subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if line.startswith(at):
+            break
+    for sent in signals:
+        process.send_signal(sent)
+        if sent == signal.SIGSTOP:
+            time.sleep(freeze)
+    out, err = process.communicate(timeout=120)
+    return "".join(printed), subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,10 @@ at the end of the warm-up, the checkpoint that keeps it, the warnings, and a mac
 (a process frozen for seconds). Run: python -m pytest -q test_budget.py"""
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import torch
 
-from conftest import DDP, ROOT, TINY, load, run
+from conftest import DDP, TINY, interrupted, load, run
 
 
 def test_a_time_budget_fixes_the_steps_once(tmp_path, cats):
@@ -50,19 +47,11 @@ def test_a_budget_stopped_before_its_count_is_final_times_again_on_resume(tmp_pa
     """Frozen for 7 s of a 30 s budget, then Ctrl-C, after the first count but inside the warm-up: the
     checkpoint keeps the minutes spent but not the count, and the resumed run times again against what is
     left of the budget; the log's minutes go on from the first run's."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes",
-                                "0.5", "--warmup", "150"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    printed = []
-    for line in process.stdout:
-        printed.append(line)
-        if line.startswith("step 30/"):  # after the first count (step 25), long before the final one
-            break
-    for sent in signal.SIGSTOP, signal.SIGCONT, signal.SIGINT:
-        process.send_signal(sent)
-        time.sleep(7 if sent == signal.SIGSTOP else 0)
-    process.communicate(timeout=120)
-    assert process.returncode == 130
-    first_count = int(re.search(r"budget 0.5 min: (\d+) steps", "".join(printed))[1])
+    printed, first = interrupted("train.py", *TINY, "--data", cats, "--minutes", 0.5, "--warmup", 150, cwd=tmp_path,
+                                 at="step 30/",  # after the first count (step 25), long before the final one
+                                 signals=[signal.SIGSTOP, signal.SIGCONT, signal.SIGINT], freeze=7)
+    assert first.returncode == 130
+    first_count = int(re.search(r"budget 0.5 min: (\d+) steps", printed)[1])
     stopped = load(tmp_path / "out" / "ckpt.pt")
     assert 30 <= stopped["step"] < 150 and stopped["args"]["steps"] is None and stopped["seconds"] >= 7
     result = run("train.py", "--resume", cwd=tmp_path)
@@ -84,15 +73,10 @@ def test_a_resumed_budget_goes_on_timing_at_checkpoints(tmp_path, cats):
     """Stopped after its count is final, then resumed with pictures 25x as often: the resume keeps the
     count but times again at its checkpoints, as the first run would have, and still ends in time
     (kept at 2,000 or so steps, at about 0.8 s a picture, it would take over a minute)."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes",
-                                "0.2", "--warmup", "10"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("step 60/"):
-            break
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
+    _, first = interrupted("train.py", *TINY, "--data", cats, "--minutes", 0.2, "--warmup", 10, cwd=tmp_path,
+                           at="step 60/")
     stopped = load(tmp_path / "out" / "ckpt.pt")
-    assert process.returncode == 130 and stopped["args"]["steps"] > 500
+    assert first.returncode == 130 and stopped["args"]["steps"] > 500
     result = run("train.py", "--resume", "--sample-every", 20, "--save-every", 40, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"for 0.2 min ({stopped['args']['steps']} steps, " in result.stdout
@@ -107,14 +91,8 @@ def test_a_budget_run_resumed_with_steps_goes_on_by_steps(tmp_path, cats):
     """After `--resume --steps N` a budget run is a run of N steps, on every later resume too; so is one
     resumed from a checkpoint older than the time it keeps (its budget is unknown)."""
     assert run("train.py", *TINY, "--data", cats, "--minutes", 0.01, cwd=tmp_path).returncode == 0
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--resume", "--steps", "400"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("step 100/"):
-            break
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=120)
-    assert process.returncode == 130 and "budget" not in out
+    _, extended = interrupted("train.py", "--resume", "--steps", 400, cwd=tmp_path, at="step 100/")
+    assert extended.returncode == 130 and "budget" not in extended.stdout
     result = run("train.py", "--resume", cwd=tmp_path)  # as the run said to continue
     assert result.returncode == 0, result.stderr
     assert "for 400 steps, " in result.stdout and "budget" not in result.stdout and "step 400/400 |" in result.stdout
@@ -141,20 +119,11 @@ def test_a_time_budget_under_ddp_counts_once_for_all_ranks(tmp_path, cats):
 def frozen_budget_run(tmp_path, cats, minutes, save_every, at_step, seconds):
     """A --minutes run (warm-up 10 steps, no pictures but the last) frozen for `seconds` once it has
     printed step `at_step`: what it printed before the freeze, and after."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes",
-                                str(minutes), "--warmup", "10", "--save-every", str(save_every), "--sample-every",
-                                "100000"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith(f"step {at_step}/"):
-            break
-    process.send_signal(signal.SIGSTOP)
-    time.sleep(seconds)
-    process.send_signal(signal.SIGCONT)
-    out, _ = process.communicate(timeout=120)
-    assert process.returncode == 0
-    return "".join(lines), out
+    printed, rest = interrupted("train.py", *TINY, "--data", cats, "--minutes", minutes, "--warmup", 10, "--save-every",
+                                save_every, "--sample-every", 100000, cwd=tmp_path, at=f"step {at_step}/",
+                                signals=[signal.SIGSTOP, signal.SIGCONT], freeze=seconds)
+    assert rest.returncode == 0
+    return printed, rest.stdout
 
 
 def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):

@@ -1,13 +1,10 @@
 """Tests for sample.py: its sampler's dtypes, and the command run as a user runs it, on checkpoints of
 models small enough that each command takes seconds (conftest.py). Run: python -m pytest -q test_sample.py"""
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run
+from conftest import TINY, interrupted, run
 from data import image_grid, toy_cats
 from model import Config, LUTTransformer, sample, save_checkpoint
 from sample import generate
@@ -102,12 +99,8 @@ def test_compare_cli(tmp_path):
 def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
     # 100 steps: chunks slow enough that Ctrl-C lands before the last one, however late this reads the line
-    process = subprocess.Popen([sys.executable, str(ROOT / "sample.py"), "out/ckpt.pt", "--n", "1024", "--steps",
-                                "100"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:  # the first of 4 chunks
-        if line.startswith("sampled 256/1024"):
-            break
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and err.splitlines()[-1] == "interrupted" and "Traceback" not in err
+    _, result = interrupted("sample.py", "out/ckpt.pt", "--n", 1024, "--steps", 100, cwd=tmp_path,
+                            at="sampled 256/1024")  # the first of 4 chunks
+    err = result.stderr
+    assert result.returncode == 130 and err.splitlines()[-1] == "interrupted" and "Traceback" not in err
     assert not (tmp_path / "samples.png").exists()

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import DDP, ROOT, TINY, load, run
+from conftest import DDP, ROOT, TINY, interrupted, load, run
 
 
 def test_train_then_sample(tmp_path, cats):
@@ -154,28 +154,17 @@ def test_a_failed_write_of_any_file_stops_in_one_line(tmp_path, cats, name, nth,
 def test_ctrl_c_before_training_stops_in_one_line(tmp_path):
     # Without --data the run first draws 10,000 toy cats (seconds): the signal comes while it does,
     # after the "preset:" line that a run without --preset prints first.
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY[2:], "--steps", "1"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("preset:"):
-            break
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130
+    _, result = interrupted("train.py", *TINY[2:], "--steps", 1, cwd=tmp_path, at="preset:")
+    err = result.stderr
+    assert result.returncode == 130
     assert err.splitlines()[-1] == "interrupted before the first step: nothing to save" and "Traceback" not in err
 
 
 def test_ctrl_c_saves_a_loadable_checkpoint_after_that_steps_pictures(tmp_path, cats):
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats),
-                                "--steps", "100000", "--sample-every", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
-                               text=True)
-    for line in process.stdout:  # wait until training is under way
-        if line.startswith("step 2/"):
-            break
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert "interrupted: saving and stopping; continue with: python train.py --resume\n" in out
+    _, result = interrupted("train.py", *TINY, "--data", cats, "--steps", 100000, "--sample-every", 1, cwd=tmp_path,
+                            at="step 2/")  # training under way
+    assert result.returncode == 130
+    assert "interrupted: saving and stopping; continue with: python train.py --resume\n" in result.stdout
     step = load(tmp_path / "out" / "ckpt.pt")["step"]
     assert 2 <= step < 100000
     # A resume starts after this step: its pictures are drawn before stopping, or they never would be.
@@ -186,14 +175,9 @@ def test_ctrl_c_saves_a_loadable_checkpoint_after_that_steps_pictures(tmp_path, 
 def test_ctrl_c_in_the_last_interval_ends_the_run_as_planned(tmp_path, cats):
     # The next log step is the last: the run finishes, with its final pictures, rather than stopping there
     # without them (and a resume would have nothing left to train).
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--steps", "300",
-                                "--log-every", "150"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("step 150/"):
-            break
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=120)
-    assert process.returncode == 0 and "interrupted" not in out
+    _, result = interrupted("train.py", *TINY, "--data", cats, "--steps", 300, "--log-every", 150, cwd=tmp_path,
+                            at="step 150/")
+    assert result.returncode == 0 and "interrupted" not in result.stdout
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 300
     assert (tmp_path / "out" / "samples_000300.png").exists()
 
@@ -284,19 +268,14 @@ def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_pat
     assert losses["compiled, AVX2"] == pytest.approx(losses["plain"], abs=2e-4)
 
     # A budget of 10 minutes is compiled by default, on an AVX2 CPU too (compiling was once off there).
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(cats), "--minutes", "10"],
-                               cwd=tmp_path, env=avx2, stdout=subprocess.PIPE, text=True)
-    line = next(line for line in process.stdout if line.startswith("training "))
-    process.kill()
-    process.communicate()
+    printed, _ = interrupted("train.py", *TINY, "--data", cats, "--minutes", 10, cwd=tmp_path, env=avx2,
+                             at="training ", signals=[signal.SIGKILL])
+    line = printed.splitlines()[-1]
     assert "10 min," in line and "compiled" in line
     for name in "compiled", "plain":  # a resume compiles as the run did, whatever its budget
-        process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--resume", "--steps", "4", "--out", name],
-                                   cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-        line = next(line for line in process.stdout if line.startswith("training "))
-        process.kill()
-        process.communicate()
-        assert ("compiled" in line) == (name == "compiled")
+        printed, _ = interrupted("train.py", "--resume", "--steps", 4, "--out", name, cwd=tmp_path, at="training ",
+                                 signals=[signal.SIGKILL])
+        assert ("compiled" in printed.splitlines()[-1]) == (name == "compiled")
 
     no_compiler = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
     result = run("train.py", *TINY, "--steps", 1, "--compile", cwd=tmp_path, env=no_compiler)
