@@ -4,6 +4,8 @@ processes, and a folder of cats. pytest loads this file first."""
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,23 +28,39 @@ def run(script, *args, cwd, launcher=(), env=None):
                           capture_output=True, text=True, timeout=600)
 
 
-def interrupted(script, *args, cwd, at, signals=(signal.SIGINT,), freeze=0, env=None):
+def interrupted(script, *args, cwd, at, signals=(signal.SIGINT,), freeze=0, again_at=None, env=None):
     """Run a project script as `run` does until it prints a line that starts with `at`, then send it
-    `signals` in turn, waiting `freeze` seconds after a SIGSTOP (a machine busy elsewhere). Returns what it
-    printed up to that line, and the rest as a CompletedProcess."""
+    `signals` in turn, waiting `freeze` seconds after a SIGSTOP (a machine busy elsewhere); with again_at,
+    one more SIGINT once it prints a line that starts with that. Returns what it printed up to the line
+    `at`, and the rest as a CompletedProcess. stderr goes to a file, not a pipe: a script that writes much
+    to it (compiler warnings) cannot block there; and a line that never comes fails in 5 minutes."""
+    errors = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=errors, text=True)
+    watchdog = threading.Timer(300, process.kill)
+    watchdog.start()
     printed = []
     for line in process.stdout:
         printed.append(line)
         if line.startswith(at):
             break
+    else:
+        watchdog.cancel()
+        errors.seek(0)
+        pytest.fail(f"{script} ended without printing {at!r}; it printed:\n{''.join(printed)}{errors.read()}")
     for sent in signals:
         process.send_signal(sent)
         if sent == signal.SIGSTOP:
             time.sleep(freeze)
-    out, err = process.communicate(timeout=120)
-    return "".join(printed), subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    if again_at:
+        for line in process.stdout:
+            if line.startswith(again_at):
+                process.send_signal(signal.SIGINT)
+                break
+    out, _ = process.communicate(timeout=120)
+    watchdog.cancel()
+    errors.seek(0)
+    return "".join(printed), subprocess.CompletedProcess(process.args, process.returncode, out, errors.read())
 
 
 @pytest.fixture(scope="module")

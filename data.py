@@ -2,8 +2,8 @@
 
 Three sources of images:
   * no --data: 10,000 cartoon cats drawn with Pillow (toy_cats.py), cached in data/cache;
-  * --data DIR: every .png/.jpg/.jpeg/.webp/.bmp under DIR, center-cropped and resized to 64x64,
-    cached in data/cache so the second start is instant (load_folder);
+  * --data DIR: every .png/.jpg/.jpeg/.webp/.bmp under DIR (linked subfolders included), center-cropped
+    and resized to 64x64, cached in data/cache so the second start is instant (load_folder);
   * `python data.py --download data/cats` fetches the real cat-face dataset into data/cats.
 
     python data.py --preview out.png              # 8x8 grid of a training batch of toy cats
@@ -34,34 +34,72 @@ from toy_cats import draw_toy_cat
 
 SIZE = 64  # every image is SIZE x SIZE pixels
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CACHE_DIR = "data/cache"  # decoded images, relative to where a command runs
 DOWNLOAD_URL = "https://github.com/fferlito/Cat-faces-dataset/raw/master"  # holds dataset-part{1,2,3}.tar.gz
 
 
-def load_images(data=None, cache_dir="data/cache", seed=0):
+def load_images(data=None, cache_dir=CACHE_DIR, seed=0):
     """Training images as uint8 (N, 3, SIZE, SIZE): the folder `data`, or 10,000 toy cats when data is None."""
     if data is not None:
         return load_folder(data, cache_dir)
     cache_file = Path(cache_dir) / f"toy_cats-v2-seed{seed}.pt"  # bump v2 whenever draw_toy_cat changes
-    if cache_file.exists():
-        return torch.load(cache_file)
-    print(f"drawing 10000 toy cats (once; then cached in {cache_file})", file=sys.stderr)
-    images = toy_cats(10_000, seed)
-    save_atomically(images, cache_file)
+    images = read_cache(cache_file)
+    if images is None:
+        print(f"drawing 10000 toy cats (once; then cached in {cache_file})", file=sys.stderr)
+        images = toy_cats(10_000, seed)
+        write_cache(images, cache_file)
     return images
 
 
-def load_folder(path, cache_dir="data/cache"):
+def read_cache(file):
+    """What a cache file holds, or None when it is missing or damaged (then it is made again)."""
+    try:
+        return torch.load(file)
+    except Exception:  # missing, cut short by a full disk, written by an incompatible torch...
+        return None
+
+
+def write_cache(value, file):
+    """Cache value in file, or say why not: the data is then decoded or drawn again next time."""
+    try:
+        save_atomically(value, file)
+    except OSError as e:
+        print(f"warning: cannot cache the images in {file} ({e.strerror or e}); they are made again next time",
+              file=sys.stderr)
+
+
+def files_under(folder):
+    """Every file under folder, in linked subfolders too (each real folder once: a link to a folder
+    above would loop), sorted by path."""
+    files, seen = [], set()
+    for root, subfolders, names in os.walk(folder, followlinks=True, onerror=raise_error):
+        real = os.path.realpath(root)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        files += [Path(root, name) for name in names]
+    return sorted(p for p in files if p.is_file())  # is_file: not a broken link
+
+
+def raise_error(error):
+    """os.walk's onerror: an unreadable subfolder stops the load, rather than leaving its images out unsaid."""
+    raise error
+
+
+def load_folder(path, cache_dir=CACHE_DIR):
     """All images under folder `path` (searched recursively) as uint8 (N, 3, SIZE, SIZE), sorted by path.
 
     The decoded tensor is cached in cache_dir under a hash of the folder and of every file's name,
-    size and modification time, so any added, removed or changed file triggers a fresh decode.
-    Unreadable files are skipped, with a warning at every load. Nothing is ever written into the folder itself.
+    size and modification and change times, so any added, removed or changed file (its permissions too)
+    triggers a fresh decode. Unreadable files are skipped, with a warning at every load. Nothing is ever
+    written into the folder itself.
     """
     folder = Path(path)
     if not folder.is_dir():
         raise ValueError(f"no folder {folder}: give --data a folder of images, "
                          f"or fetch the cat dataset with `python data.py --download {folder}`")
-    all_files = sorted(p for p in folder.rglob("*") if p.is_file())
+    all_files = files_under(folder)
     files = [p for p in all_files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
         found = ", ".join(sorted({p.suffix.lower() or "no extension" for p in all_files}))
@@ -71,10 +109,10 @@ def load_folder(path, cache_dir="data/cache"):
     key = hashlib.sha256(str(folder.resolve()).encode())
     for file in files:
         stat = file.stat()
-        key.update(f"\n{file.relative_to(folder)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
-    cache_file = Path(cache_dir) / f"{folder.resolve().name}-{key.hexdigest()[:16]}-v2.pt"  # v2: names skipped
-    if cache_file.exists():
-        cached = torch.load(cache_file)
+        key.update(f"\n{file.relative_to(folder)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}".encode())
+    cache_file = Path(cache_dir) / f"{folder.resolve().name}-{key.hexdigest()[:16]}-v3.pt"  # v3: paths skipped
+    cached = read_cache(cache_file)
+    if cached is not None:
         warn_skipped(cached["skipped"], folder)  # on every load: the files are still there
         return cached["images"]
 
@@ -85,19 +123,19 @@ def load_folder(path, cache_dir="data/cache"):
             with Image.open(file) as image:
                 raw += pil_to_bytes(image)  # decodes fully here, so a truncated file fails inside the try
         except Exception:  # Pillow raises many kinds (OSError, SyntaxError, ValueError...) for bad files
-            skipped.append(file.name)
+            skipped.append(str(file.relative_to(folder)))
         if show_progress and (count % 1000 == 0 or count == len(files)):
             print(f"\rloading {count}/{len(files)} images", end="\n" if count == len(files) else "", file=sys.stderr)
     warn_skipped(skipped, folder)
     if not raw:
         raise ValueError(f"no readable images in {folder}: all {len(files)} image files failed to decode")
     images = bytes_to_images(raw, len(files) - len(skipped))
-    save_atomically({"images": images, "skipped": skipped}, cache_file)
+    write_cache({"images": images, "skipped": skipped}, cache_file)
     return images
 
 
 def warn_skipped(skipped, folder):
-    """One line naming the unreadable files of folder (names), if any."""
+    """One line naming the unreadable files of folder (paths inside it), if any."""
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} in {folder} "
               f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
@@ -136,6 +174,13 @@ def image_grid(images, ncol=8, scale=1, pad=0):
     rgb_bytes = bytearray(grid.numel())  # Pillow wants (H, W, 3) row-major bytes: copy via a tensor view, no numpy
     torch.frombuffer(rgb_bytes, dtype=torch.uint8).copy_(grid.permute(1, 2, 0).flatten())
     return Image.frombytes("RGB", (grid.shape[2], grid.shape[1]), rgb_bytes)
+
+
+def save_picture(image, path, **options):
+    """A PIL image to path in the format its suffix names (options: Pillow's, such as a GIF's frames),
+    atomically (model.save_atomically): an interrupted write leaves the previous picture whole."""
+    kind = Image.registered_extensions()[Path(path).suffix.lower()]
+    save_atomically(image, path, write=lambda image, file: image.save(file, kind, **options))
 
 
 # ---------------------------------------------------------------------------- decoding and drawing
@@ -237,7 +282,7 @@ def output_file(path):
 def picture(path):
     """A `type=` for an image file to write: output_file, with a suffix Pillow can save."""
     output_file(path)
-    if Path(path).suffix.lower() not in Image.registered_extensions():
+    if Image.registered_extensions().get(Path(path).suffix.lower()) not in Image.SAVE:  # .psd: it reads, not writes
         raise argparse.ArgumentTypeError(f"{path}: give a picture file name such as {Path(path).stem or 'x'}.png")
     return path
 
@@ -340,8 +385,6 @@ def main():
                         help="write an 8x8 grid of one training batch (flips included) to PNG")
     parser.add_argument("--data", metavar="DIR", type=training_folder,
                         help="folder of images to preview (default: the built-in toy cats)")
-    parser.add_argument("--cache-dir", default="data/cache", type=output_folder,
-                        help="where decoded images are cached (default: %(default)s)")
     parser.add_argument("--download", metavar="DIR", nargs="?", const="data/cats", type=output_folder,
                         help="download the cat-face dataset into DIR (default: %(const)s)")
     parser.add_argument("--parts", type=int, nargs="+", default=[1], choices=[1, 2, 3],
@@ -354,9 +397,9 @@ def main():
         if args.download:
             download(args.download, args.parts)
         if args.preview:
-            images = load_images(args.data, args.cache_dir)
+            images = load_images(args.data)
             batch = get_batch(images, 64, torch.Generator().manual_seed(0), "cpu")
-            image_grid(batch, ncol=8, scale=2, pad=2).save(args.preview)
+            save_picture(image_grid(batch, ncol=8, scale=2, pad=2), args.preview)
             print(f"wrote {args.preview}: a batch of 64 drawn from {len(images)} training images", file=sys.stderr)
     except ValueError as error:
         sys.exit(f"error: {error}")

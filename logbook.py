@@ -15,6 +15,7 @@ import math
 
 from PIL import Image, ImageDraw, ImageSequence
 
+from data import save_picture
 from model import save_atomically
 
 BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
@@ -53,6 +54,7 @@ def keep_up_to(out, step):
         kept[name] = [row for row in read_csv(out / name)[1:] if int(row[0]) <= step]
         save_atomically([columns, *kept[name]], out / name, write=write_csv)
     save_frames(out, read_frames(out)[:len(kept["lut.csv"])])  # one frame per lut.csv row
+    plot_losses(out)
 
 
 def read_frames(out):
@@ -68,8 +70,7 @@ def save_frames(out, frames):
     if not frames:  # a new run in an old folder
         (out / "progress.gif").unlink(missing_ok=True)
         return
-    save_atomically(frames, out / "progress.gif", write=lambda frames, file: frames[0].save(
-        file, format="GIF", save_all=True, append_images=frames[1:], duration=400, loop=0))
+    save_picture(frames[0], out / "progress.gif", save_all=True, append_images=frames[1:], duration=400, loop=0)
 
 
 def captioned(grid, text):
@@ -83,7 +84,8 @@ def captioned(grid, text):
 def plot_losses(out):
     """loss.png: the loss and the MSE per t bin of log.csv against the step, on a log scale."""
     rows = [[float(v) for v in row[:2 + BINS]] for row in read_csv(out / "log.csv")[1:]]
-    if not rows:
+    if not rows:  # a new run in an old folder
+        (out / "loss.png").unlink(missing_ok=True)
         return
     W, H, left, right, top, bottom = 720, 400, 56, 120, 24, 40  # the plot area lies inside the margins
     values = [v for row in rows for v in row[1:] if v > 0]  # an empty t bin (nan) is left out
@@ -114,4 +116,4 @@ def plot_losses(out):
         draw.line([(x_of(row[0]), y_of(row[1 + i])) for row in rows if row[1 + i] > 0], fill=colour, width=2)
         label = "loss" if i == 0 else f"MSE, t {(i - 1) / BINS:g}-{i / BINS:g}"
         draw.text((W - right + 10, top + 16 * i), label, fill=colour)
-    image.save(out / "loss.png")
+    save_picture(image, out / "loss.png")

@@ -8,7 +8,7 @@ Conventions, written once for the whole project: images live in [-1, 1]; t=1 is 
 and t=0 pure noise, x_t = t x + (1 - t) noise; the network predicts the clean image x
 (x-prediction, as in the post and in JiT).
 
-Also here: at the top, the table of every default setting; as in JiT's denoiser.py, the noise
+Also here: at the top, the table of every model default; as in JiT's denoiser.py, the noise
 path, the training loss and the Heun sampler; at the end, saving and loading checkpoints.
 
 Usage:
@@ -79,11 +79,12 @@ SAMPLE_STEPS = 18  # sample.py's and train.py's pictures: 17 Heun steps, 1 onto 
 def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_every, save_every):
     """The most training steps n (at least step + 1) for a run that ends within budget_s seconds: at
     `step`, elapsed_s have gone; each further step costs step_s, and train.py also saves pictures
-    (picture_s) and a checkpoint (save_s) at every multiple of sample_every / save_every after `step`,
-    and at step n. The cost grows with n, so a binary search finds the last n that fits. An n a few
-    steps past a picture step (5% of sample_every) becomes that step: two nearly equal grids are one."""
+    (picture_s) and a checkpoint (save_s) at every multiple of sample_every / save_every from `step` on
+    (train.py counts before that step's own), and at step n. The cost grows with n, so a binary search
+    finds the last n that fits. An n a few steps past a picture step (5% of sample_every) becomes that
+    step: two nearly equal grids are one."""
     def cost(n):
-        events = lambda every: n // every - step // every + (n % every != 0)  # multiples in (step, n], and n
+        events = lambda every: n // every - (step - 1) // every + (n % every != 0)  # multiples in [step, n], and n
         return elapsed_s + (n - step) * step_s + events(sample_every) * picture_s + events(save_every) * save_s
 
     fits, too_many = step + 1, step + 2 + int(max(0.0, budget_s - elapsed_s) / step_s)

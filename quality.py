@@ -3,7 +3,7 @@
   * swd: the sliced Wasserstein distance (SWD) between two sets of images, as in Karras et al. 2018
     (Progressive GANs, section 5): random 7x7 neighbourhoods of a Laplacian pyramid, compared level
     by level (64, 32 and 16 pixels; x1e3, lower is better). Next to it stands the same figure for
-    two disjoint halves of the real images, the floor that a perfect model would reach.
+    those real images against as many others, the floor that a perfect model would reach.
   * copying_check: a memorisation check. Each sample's L2 distance to its nearest training image
     (flips included) over that to the second nearest (0 for a copy), against the same figure for
     real images the model never saw.
@@ -46,7 +46,10 @@ def descriptors(level, ys, xs, size=7):
     images of one pyramid level (N, 3, H, W), normalised per channel by the mean and std of this
     set of neighbourhoods -> (N * per_image, 3 * size * size)."""
     windows = level.unfold(2, size, 1).unfold(3, size, 1)  # all neighbourhoods, a view: (N, 3, H', W', 7, 7)
-    picked = windows[torch.arange(len(level))[:, None], :, ys, xs].flatten(0, 1)  # (N * per_image, 3, 7, 7)
+    windows = windows.permute(0, 2, 3, 1, 4, 5)  # (N, H', W', 3, 7, 7)
+    # image i's neighbourhoods at corners (ys[i], xs[i]): (N, per_image, 3, 7, 7)
+    picked = windows[torch.arange(len(level))[:, None], ys, xs]
+    picked = picked.flatten(0, 1)  # (N * per_image, 3, 7, 7)
     picked = picked - picked.mean((0, 2, 3), keepdim=True)
     return (picked / picked.std((0, 2, 3), keepdim=True).clamp_min(1e-8)).flatten(1)  # flat images: zeros
 
@@ -84,7 +87,8 @@ def nearest_distances(queries, train, k=2, leave_one_out=False, chunk=1024):
     """L2 distances from each query image (N, 3, 64, 64) in [-1, 1] to its k nearest training images
     (M, 3, 64, 64) uint8 -> (N, k), ascending. A training image counts at the nearer of itself and
     its mirror image, since training flips images. With leave_one_out, a query that is itself a
-    training image skips it. In float64, so that exact copies come out at 0, not rounding noise."""
+    training image skips that image (a mirrored twin still counts). In float64, so that exact copies
+    come out near 0 (about 1e-5: cdist's fast matmul path), far below any two distinct images."""
     queries = queries.double().flatten(1)
     nearest = torch.empty(len(queries), 0, dtype=torch.float64)
     for start in range(0, len(train), chunk):
@@ -136,6 +140,9 @@ def check_sets(n_samples, real, source="the real images"):
         raise ValueError(f"--compare needs at least 4 real images; {source} has {len(real)}")
     if n_samples < 2:  # SWD compares sets
         raise ValueError("--compare needs at least 2 samples; give --n 2 or more")
+    if n_samples > len(real) // 2:  # the floor needs two disjoint sets of n_samples real images
+        raise ValueError(f"--n {n_samples}: the SWD floor needs twice as many real images, and {source} has "
+                         f"{len(real)}; give --n {len(real) // 2} or fewer")
 
 
 def check_training_set(train):
@@ -150,15 +157,13 @@ def compare(samples, real, train, seed=0, source="the real images"):
     real and train uint8 (M, 3, 64, 64), as check_sets allows."""
     check_sets(len(samples), real, source)
     check_training_set(train)
-    n = min(len(samples), len(real) // 2)  # the floor needs two disjoint sets of n real images
-    if n < len(samples):
-        print(f"warning: {source} has only {len(real)} images, so {n} samples are compared")
+    n = len(samples)
     if n < 500:  # few images: sampling noise dominates both distances
         print(f"warning: with {n} images the SWD ratio leans towards 1; compare only figures of the same n "
               f"(the README's: 500)")
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
     real_a, real_b = (real[order[i * n:(i + 1) * n]].float() / 127.5 - 1 for i in range(2))
-    samples = ((samples[:n].clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # as a PNG stores them
+    samples = ((samples.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # as a PNG stores them
 
     results = {"samples vs real": swd(samples, real_a, seed), "real vs real (floor)": swd(real_b, real_a, seed)}
     print(f"sliced Wasserstein distance x1e3 (Karras et al. 2018), {n} vs {n} images, lower is better")

@@ -25,11 +25,11 @@ import torch
 
 import quality
 from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
-                  toy_cats)
+                  save_picture, toy_cats)
 from model import (SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device, fast_dtype,
                    load_checkpoint, load_weights, sample)
 
-CHUNK = 256  # images sampled at once, to bound memory for large --n
+CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
 
 
 def fail(message):
@@ -92,30 +92,27 @@ def compare_sets(train_args, args):
             real = load_images(args.compare)
             n = args.n or min(1024, len(real) // 2)  # the floor needs two sets of n real images
         quality.check_sets(n, real, source=args.compare)  # before the training images, slower to read
-        if n > len(real) // 2:
-            fail(f"--n {n}: the SWD floor needs twice as many real images, and {args.compare} has {len(real)}; "
-                 f"give --n {len(real) // 2} or fewer")
         train = load_images(train_folder, seed=seed)
         quality.check_training_set(train)
         return n, real, train
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: a subfolder that cannot be read
         fail(e)
 
 
 def write(images, frames, out, png_dir, gif_path):
     """The grid of the first 64 images to out; every image to png_dir (if given); frames, if a list, as a GIF."""
-    image_grid(images[:64], ncol=8, scale=2, pad=2).save(out)
+    save_picture(image_grid(images[:64], ncol=8, scale=2, pad=2), out)
     print(f"wrote {out}")
     if png_dir:
         Path(png_dir).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
-            image_grid(image[None]).save(Path(png_dir) / f"{i:05d}.png")
+            save_picture(image_grid(image[None]), Path(png_dir) / f"{i:05d}.png")
         print(f"wrote {len(images)} images to {png_dir}/")
     if frames is not None:
         # The first 16 images: the starting noise, then one frame per step.
         pictures = [image_grid(x, ncol=4, pad=2) for x in frames]
         durations = [80] * (len(pictures) - 1) + [2000]  # ms per frame; the cats stay up for 2 s
-        pictures[0].save(gif_path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+        save_picture(pictures[0], gif_path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
         print(f"wrote {gif_path}")
 
 

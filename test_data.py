@@ -5,6 +5,7 @@ import os
 import sys
 import tarfile
 import threading
+import time
 
 import pytest
 import torch
@@ -94,6 +95,37 @@ def test_cache_is_used_then_invalidated(tmp_path, monkeypatch):
     changed = data.load_folder(folder, tmp_path / "cache")
     assert len(decoded) == 3
     assert changed[1, 2].float().mean() > 240 and torch.equal(changed[0], first[0])
+
+    time.sleep(0.05)  # past the file system's clock tick
+    os.chmod(folder / "0.png", 0o600)  # as a user does to a file that was skipped as unreadable
+    assert torch.equal(data.load_folder(folder, tmp_path / "cache"), changed) and len(decoded) == 6
+
+    for cache_file in (tmp_path / "cache").glob("*.pt"):
+        cache_file.write_bytes(b"cut short")  # as a full disk leaves it
+    assert torch.equal(data.load_folder(folder, tmp_path / "cache"), changed) and len(decoded) == 9
+
+
+def test_a_cache_that_cannot_be_written_only_warns(tmp_path, capsys):
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (0, 250, 0)).save(folder / "0.png")
+    (tmp_path / "afile").write_text("")
+    images = data.load_folder(folder, tmp_path / "afile" / "cache")
+    assert images.shape == (1, 3, 64, 64) and images[0, 1].float().mean() > 240
+    assert "warning: cannot cache the images in" in capsys.readouterr().err
+
+
+def test_linked_subfolders_are_read_once(tmp_path):
+    folder, elsewhere = tmp_path / "cats", tmp_path / "elsewhere"
+    (folder / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for i, place in enumerate([folder, folder / "sub", elsewhere]):
+        Image.new("RGB", (64, 64), (80 * i, 0, 0)).save(place / f"{i}.png")
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)  # a link to a folder above
+    (folder / "gone.png").symlink_to(tmp_path / "nothing.png")  # a broken link: no file
+    images = data.load_folder(folder, tmp_path / "cache")
+    assert images[:, 0].float().mean((1, 2)).round().tolist() == [0, 160, 80]  # by path: 0, linked/2, sub/1
 
 
 def test_get_batch_range_flips_and_seeds():
@@ -235,11 +267,11 @@ def test_preview_cli(tmp_path, monkeypatch, capsys):
     folder.mkdir()
     Image.new("RGB", (64, 64), "red").save(folder / "0.png")
     out = tmp_path / "preview.png"
-    cache_dir = str(tmp_path / "cache")
-    argv = ["data.py", "--preview", str(out), "--data", str(folder), "--cache-dir", cache_dir]
-    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.chdir(tmp_path)  # its cache goes to ./data/cache
+    monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(folder)])
     data.main()
     assert Image.open(out).size == (8 * 128 + 7 * 2,) * 2
+    assert len(list((tmp_path / "data" / "cache").glob("cats-*.pt"))) == 1
     monkeypatch.setattr(sys, "argv", ["data.py", "--preview", str(out), "--data", str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit) as exit:
         data.main()

@@ -62,6 +62,18 @@ def test_tanh_is_not_a_convex_mix():
     assert out.min() > 1.99  # ~ 4 x 0.5 = 2, far outside the entries' range [0.5, 0.5]
 
 
+@pytest.mark.parametrize("lut_name", ["tanh", "dynamic"])
+def test_tanh_heads_weigh_by_tanh_of_the_scores(lut_name):
+    head = make_head(lut_name, 4, 16, 2)
+    scores = torch.tensor([-2.0, 0.0, 0.5, 10.0]).expand(1, 64, 4)
+    weights, _ = head(scores, torch.randn(1, 2, 16))
+    assert torch.allclose(weights[0, 0], torch.tensor([-0.96403, 0.0, 0.46212, 1.0]), atol=1e-5)  # signed
+
+
+def test_tanh_patterns_start_orthogonal():  # so that the Gram penalty starts at zero
+    assert gram_penalty(make_head("tanh", 64, 16).lut) < 1e-12
+
+
 def test_dynamic_entries_are_rank_one():
     _, lut = head_output("dynamic", B=2, K=6)
     assert lut.shape == (2, 6, 3, 8, 8)

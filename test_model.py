@@ -1,13 +1,16 @@
 """Tests for model.py: the table of defaults, shapes and gradients of the model, the noise levels, the
 sampler, an overfitting check, and checkpoints. Run: python -m pytest -q test_model.py"""
 import argparse
+import contextlib
+import copy
 import math
 
 import pytest
 import torch
 
 from lut import gram_penalty, patchify
-from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, available_device, defaults, draw_t,
+from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, available_device, defaults, denoising_loss,
+                   draw_t,
                    fast_dtype, load_checkpoint, load_weights, make_config, network_calls, sample, save_atomically,
                    save_checkpoint, steps_within, t_quantile)
 
@@ -109,6 +112,23 @@ def test_zero_init_starts_at_the_mean_pattern():
     assert torch.allclose(patchify(out)[0], lut.mean(0).expand(64, 3, 8, 8), atol=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["x", "v"])
+def test_denoising_loss_against_a_slow_version(loss):
+    torch.manual_seed(0)
+    x, noise, lut = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64), torch.randn(5, 3, 8, 8)
+    t = torch.tensor([0.0, 0.5, 0.99])  # pure noise, halfway, and past the clamp of 1 - t at 0.05
+    seen = []
+    model = lambda x_t, t: seen.append(x_t) or (0.5 * x_t, lut)  # predicts half the noisy image
+    total, per_image = denoising_loss(model, x, t, noise, contextlib.nullcontext(), loss, gram=0.2)
+    for i in range(3):
+        x_t = t[i].item() * x[i] + (1 - t[i].item()) * noise[i]
+        assert torch.allclose(seen[0][i], x_t, atol=1e-6)
+        assert per_image[i].item() == pytest.approx(((0.5 * x_t - x[i]) ** 2).mean().item(), rel=1e-5)
+    weights = [1.0, 1 / 0.5 ** 2, 1 / 0.05 ** 2] if loss == "v" else [1.0, 1.0, 1.0]
+    expected = sum(w * p for w, p in zip(weights, per_image.tolist())) / 3 + 0.2 * gram_penalty(lut).item()
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_sampler_steps_to_the_99th_percentile_of_training_t_then_lands_on_the_prediction():
     class Constant(torch.nn.Module):  # always predicts the same image, and records the t it is asked at
         seen = []
@@ -177,26 +197,34 @@ def test_tiny_model_overfits_a_batch(lut_name):
 
 
 def small_checkpoint(path, args=None):
-    """A checkpoint of an untrained small tanh model, as train.py writes one; returns the model."""
+    """A checkpoint of a small tanh model after one step, as train.py writes one; returns the model, the
+    EMA model (the model before the step) and the optimizer."""
     model = LUTTransformer(small_config("tanh"))
+    ema = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.randn(1, 3, 64, 64), torch.rand(1))[0].mean().backward()
-    optimizer.step()  # an optimizer with state
+    optimizer.step()  # an optimizer with state, and a model that differs from the EMA
     args = {"lut": "tanh", "seed": 0, "min_lr": 0.1} if args is None else args
-    save_checkpoint(path, model, model, optimizer, [torch.Generator().get_state()], 7, 12.5, args)
-    return model
+    save_checkpoint(path, model, ema, optimizer, [torch.Generator().get_state()], 7, 12.5, args)
+    return model, ema, optimizer
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = small_checkpoint(tmp_path / "run" / "ckpt.pt")  # the folder is made
+    model, ema, optimizer = small_checkpoint(tmp_path / "run" / "ckpt.pt")  # the folder is made
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["ckpt.pt"]  # no temp file left behind
     checkpoint = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     assert checkpoint["config"] == model.cfg and checkpoint["step"] == 7 and checkpoint["seconds"] == 12.5
     assert checkpoint["args"] == {"lut": "tanh", "seed": 0, "min_lr": 0.1}
-    again = LUTTransformer(checkpoint["config"])
-    load_weights(again, checkpoint["ema"])
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
-    torch.optim.AdamW(again.parameters()).load_state_dict(checkpoint["optimizer"])
+    for key, saved in [("model", model), ("ema", ema)]:
+        again = LUTTransformer(checkpoint["config"])
+        load_weights(again, checkpoint[key])
+        assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), saved.state_dict().values()))
+    assert not torch.equal(model.lut_head.lut, ema.lut_head.lut)  # so that the two slots cannot be swapped
+    again_optimizer = torch.optim.AdamW(again.parameters())
+    again_optimizer.load_state_dict(checkpoint["optimizer"])
+    for state, saved in zip(again_optimizer.state.values(), optimizer.state.values()):
+        assert all(torch.equal(state[name], saved[name]) for name in ("step", "exp_avg", "exp_avg_sq"))
+    assert len(again_optimizer.state) == len(list(model.parameters()))
 
 
 def test_checkpoint_from_before_min_lr_keeps_a_constant_lr(tmp_path):
@@ -254,8 +282,9 @@ def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, longest):
-    """A fake clock through train.py's loop from `step`: {n: the seconds a run that stops at n takes}."""
-    clock, runs = elapsed, {}
+    """A fake clock through train.py's loop from `step`, whose own picture and checkpoint are still to come
+    (train.py counts before them): {n: the seconds a run that stops at n takes}."""
+    clock, runs = elapsed + (0 if step % sample_every else picture_s) + (0 if step % save_every else save_s), {}
     for n in range(step + 1, longest + 1):
         clock += step_s
         last = (picture_s if n % sample_every else 0) + (save_s if n % save_every else 0)  # at the last step
@@ -269,7 +298,8 @@ def fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save
     (1800, 40, 25, 0.5, 20, 0.3, 100, 250),  # pictures and checkpoints out of step
     (60, 10, 25, 1.0, 30, 1, 500, 500),  # room for steps, but the final picture must fit too
     (100, 150, 25, 1.0, 5, 1, 500, 500),  # the budget is gone already: one more step, then stop
-    (500, 0, 3000, 0.125, 7, 2, 1000, 1000),  # resumed at a picture step; binary fractions: exact ties
+    (500, 0, 3000, 0.125, 7, 2, 1000, 1000),  # counted at a picture step; binary fractions: exact ties
+    (120, 100, 500, 1.0, 0, 10, 10**6, 500),  # counted at a checkpoint step: its checkpoint is still to come
 ])
 def test_steps_within_a_budget_match_a_fake_clock(budget, elapsed, step, step_s, picture_s, save_s,
                                                    sample_every, save_every):

@@ -114,7 +114,9 @@ def test_compare_needs_two_samples_four_real_and_two_training_images(cats, capsy
         compare(cats[1][:8], uint8, uint8[:1], source="DIR")
     with pytest.raises(ValueError, match="at least 2 samples; give --n 2 or more"):
         compare(cats[1][:1], uint8, uint8, source="DIR")
-    compare(cats[1][:8], uint8[:5], uint8, source="DIR")
+    with pytest.raises(ValueError, match="--n 3: the SWD floor needs twice as many real images, and DIR has 5; "
+                                         "give --n 2 or fewer"):
+        compare(cats[1][:3], uint8[:5], uint8, source="DIR")
+    compare(cats[1][:2], uint8[:5], uint8, source="DIR")
     printed = capsys.readouterr().out
-    assert "DIR has only 5 images, so 2 samples are compared" in printed
     assert "warning: with 2 images the SWD ratio leans towards 1; compare only figures of the same n" in printed

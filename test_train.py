@@ -172,6 +172,17 @@ def test_ctrl_c_saves_a_loadable_checkpoint_after_that_steps_pictures(tmp_path, 
     assert (tmp_path / "out" / "lut.csv").read_text().splitlines()[-1].split(",")[0] == str(step)
 
 
+def test_a_second_ctrl_c_quits_at_once_in_one_line(tmp_path, cats):
+    # The first Ctrl-C says at once what comes; the save waits for the next log line, here far away.
+    _, result = interrupted("train.py", *TINY, "--data", cats, "--steps", 100000, "--log-every", 100000,
+                            "--save-every", 50, cwd=tmp_path, at="saved", again_at="Ctrl-C: saving and stopping")
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == ("interrupted again: stopped without saving; "
+                                              "out/ckpt.pt is as saved at its step")
+    assert load(tmp_path / "out" / "ckpt.pt")["step"] == 50
+    assert not list((tmp_path / "out").glob("*.tmp*"))
+
+
 def test_ctrl_c_in_the_last_interval_ends_the_run_as_planned(tmp_path, cats):
     # The next log step is the last: the run finishes, with its final pictures, rather than stopping there
     # without them (and a resume would have nothing left to train).

@@ -47,13 +47,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from data import get_batch, image_grid, load_images, number, output_folder, training_folder
+from data import get_batch, image_grid, load_images, number, output_folder, save_picture, training_folder
 from logbook import BINS, append_row, captioned, keep_up_to, plot_losses, read_frames, save_frames
 from lut import entry_usage, gram_image, lut_atlas, lut_figures
 from model import (COMPILE_MINUTES, DEFAULT_HEAD, DEFAULT_MINUTES, HEADS, PRESET_HEAD, PRESETS, SAMPLE_STEPS,
                    LUTTransformer, autocast_for, available_device, best_device, compile_problem, default_preset,
                    defaults, denoising_loss, draw_t, fast_dtype, load_checkpoint, load_weights, make_config,
-                   make_optimizer, network_calls, sample, save_atomically, save_checkpoint, steps_within,
+                   make_optimizer, network_calls, sample, save_checkpoint, steps_within,
                    synchronize)
 from quality import seam_ratio
 
@@ -133,10 +133,10 @@ args = parser.parse_args()
 if args.steps is not None and args.minutes is not None:
     fail("give --steps or --minutes, not both")
 steps_given = args.steps is not None  # on a resume too, where a budget run goes on by steps
-# Settings a resumed run takes from its own command line (a CUDA run may resume on a CPU, say); the
-# checkpoint's intervals and count stand unless given again (MAY_CHANGE); every other setting comes from the
-# checkpoint.
-OWN = {"out", "device", "dtype", "compile", "resume"}
+# A resume takes every setting from the checkpoint but these: NOT_KEPT belong to this start (a CUDA run
+# may resume on a CPU, say; --dtype and --compile still default to the run's own, see below), and the
+# checkpoint's MAY_CHANGE stand unless given again.
+NOT_KEPT = {"out", "device", "dtype", "compile", "resume"}
 MAY_CHANGE = {"steps", "log_every", "sample_every", "save_every"}
 
 
@@ -162,7 +162,7 @@ if args.resume:
         checkpoint = load_checkpoint(ckpt_path)
     except ValueError as e:
         fail(e)
-    saved = {k: v for k, v in checkpoint["args"].items() if k not in OWN}
+    saved = {k: v for k, v in checkpoint["args"].items() if k not in NOT_KEPT}
     if saved["data"] and not Path(saved["data"]).is_dir():  # else argparse would blame a --data never given
         fail(f"{ckpt_path} was trained on {saved['data']}, which is no folder from here: resume where the run began")
     parser.set_defaults(**saved)  # parsed again with the checkpoint's settings as defaults, a flag
@@ -223,8 +223,9 @@ if problem:
         fail(f"--compile: {problem}; drop --compile")
     log(f"compile: off, as {problem}")
     args.compile = False
-# A run by steps times nothing: a budget run resumed with --steps, and one whose checkpoint is older than the
-# time it kept (so that its budget is unknown). Its checkpoints then say so to the next resume.
+# A run by steps times nothing: a budget run resumed with --steps, and one whose checkpoint comes from a
+# train.py that kept no `seconds` (what its budget has spent is unknown). Its checkpoints then say so to the
+# next resume.
 if steps_given or (checkpoint and checkpoint["seconds"] is None and args.steps):
     args.minutes = None
 if args.batch_size % world:
@@ -289,6 +290,26 @@ def learning_rate(step):
     return args.lr * (args.min_lr + (1 - args.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+# A run's first UNTIMED steps warm up (caches, compiling). The img/s and eta it prints leave them out
+# (but for a log line among them, which has nothing else to go by), and so do a budget's timings. A
+# --minutes run times the next TIMED steps for a first count. The count is fixed at the end of the
+# learning-rate warm-up (its rate does not depend on the count), timed over all of it: 20 steps read the
+# speed up to 8% too fast, and the run overshot its budget. After that it is timed again at every
+# checkpoint, as the machine's speed changes (a shared CPU slowed by 12% in a run). The budget's pace
+# is that of the steps alone: the seconds of pictures, checkpoints and its own probes are set aside
+# and counted as what each costs, as last measured.
+UNTIMED, TIMED = 5, 20
+budget_run = args.minutes is not None  # a run that times its step count, resumed or not
+count_final = args.steps is not None  # checkpoints keep the count (and a budget run moves it only there)
+start_step = step
+t_timed = None  # when the UNTIMED steps ended: pace() counts from there
+first_count_step = start_step + UNTIMED + TIMED  # a budget's first count, after TIMED steps,
+final_count_step = max(args.warmup, first_count_step)  # its final one, at the end of the warm-up,
+timed_again_after = start_step + max(args.warmup, UNTIMED + TIMED)  # and, over as many steps, at checkpoints
+aside_s = 0.0  # seconds since t_timed spent on pictures, checkpoints and probes, not on steps
+costs = {}  # seconds for a "picture" and a "checkpoint": probed at a budget's first count, then as last spent
+
+
 def save():
     """The checkpoint, written by rank 0 with the generator state of every rank. Returns what went
     wrong, or None."""
@@ -306,19 +327,6 @@ def save():
         except OSError as e:
             return write_failed(e)
         log(f"saved {ckpt_path} at step {step}")
-
-
-# A run's first UNTIMED steps warm up (caches, compiling). The img/s and eta it prints leave them out
-# (but for a log line among them, which has nothing else to go by), and so do a budget's timings. A
-# --minutes run times the next TIMED steps for a first count. The count is fixed at the end of the
-# learning-rate warm-up (its rate does not depend on the count), timed over all of it: 20 steps read the
-# speed up to 8% too fast, and the run overshot its budget. After that it is timed again at every
-# checkpoint, as the machine's speed changes (a shared CPU slowed by 12% in a run). The budget's pace
-# is that of the steps alone: the seconds of pictures, checkpoints and its own probes are set aside
-# and counted as what each costs, as last measured.
-UNTIMED, TIMED = 5, 20
-aside_s = 0.0  # seconds since t_timed spent on pictures, checkpoints and probes, not on steps
-costs = {}  # seconds for a "picture" and a "checkpoint": probed at a budget's first count, then as last spent
 
 
 @contextlib.contextmanager
@@ -357,7 +365,7 @@ def save_pictures():
     frame = captioned(image_grid(samples, ncol=8, pad=1), f"step {step}")
     try:
         for name, picture in pictures.items():
-            save_atomically(picture, out / name, write=lambda picture, file: picture.save(file, "PNG"))
+            save_picture(picture, out / name)
         append_row(out / "lut.csv", [step, *(figures[k] for k in ("in_use", "effective", "cos", "seams", "between"))])
         save_frames(out, read_frames(out) + [frame])
         plot_losses(out)
@@ -375,7 +383,8 @@ def write_failed(error):
 
 
 def written(write):
-    """Call write(), which writes a file of the run (rank 0 only). Returns what went wrong, or None."""
+    """Call write(), which writes a file of the run (rank 0 only). Returns what went wrong, or None, as
+    save() does: stop_if(written(...)) stops every rank when rank 0 could not write."""
     try:
         write()
     except OSError as e:
@@ -412,9 +421,9 @@ def leave(code):
 
 
 def probe_costs():
-    """Into costs, for each real one to replace: a picture's (the sampler's forward passes of the EMA model
-    on 64 images, one of them timed, plus one pass's worth for the files it writes) and a checkpoint's
-    (one written aside)."""
+    """First estimates of what a picture and a checkpoint cost, into costs (each real one then replaces its
+    kind's, through aside): a picture's from the sampler's forward passes of the EMA model on 64 images, one
+    of them timed, plus one pass's worth for the files it writes; a checkpoint's from one written aside."""
     with torch.no_grad(), autocast:
         ema(fixed_noise, torch.ones(64, device=device))  # the first call at this batch warms caches up
         synchronize(device)
@@ -450,7 +459,8 @@ def set_step_count(timed, again=False):
     args.steps = steps
     log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.3f} s per step over {timed}, "
         f"a picture {picture_s:.1f} s, a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
-    end = elapsed + (steps - step) * step_s + picture_s + save_s  # at the least: one more step, the last picture
+    end = elapsed + (steps - step) * step_s + picture_s + save_s  # at the least: the steps, the last picture and
+    # checkpoint
     if end > 60 * args.minutes and again:  # steps slower than before, with too little time left to make up
         log(f"warning: this machine has slowed down; the run ends after about {end / 60:.1f} min")
     elif end > 60 * args.minutes and checkpoint:  # the runs this one resumes used the budget up
@@ -466,6 +476,26 @@ def set_step_count(timed, again=False):
             + "; give more --minutes, or a smaller --warmup")
 
 
+def count_steps():
+    """A --minutes run, after each step: set a first count after the TIMED steps, fix it at the end of
+    the warm-up, and move it at later checkpoint steps if the machine's speed has changed."""
+    global count_final
+    if step == first_count_step:
+        with aside():
+            probe_costs()
+        if not count_final:  # else a resume, whose checkpoint holds the final count
+            set_step_count(f"{TIMED} steps")
+            count_final = not (step < final_count_step < args.steps)  # no final count to come
+    if not count_final and step == final_count_step:
+        set_step_count(f"steps {start_step + UNTIMED}-{step}")
+        count_final = True
+    if count_final and step % args.save_every == 0 and timed_again_after < step < args.steps:
+        # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
+        # all steps since the untimed ones again (a machine that got faster again after a slow spell gets
+        # steps back). Before the checkpoint, which keeps the count, so that a resume goes on as this run does.
+        set_step_count(f"steps {start_step + UNTIMED}-{step}", again=True)
+
+
 def pace(net=False):
     """Seconds per step since the first UNTIMED steps (t_timed), pictures, checkpoints and the budget's
     probes included; net: with them set aside."""
@@ -473,14 +503,25 @@ def pace(net=False):
 
 
 # Ctrl-C sets a flag; the loop saves at its next log step, after that step's pictures, and stops (in the
-# last log interval the run just ends as planned). A second Ctrl-C quits at once.
+# last log interval the run just ends as planned). A second Ctrl-C quits at once. The handlers write with
+# os.write: a print here could land inside one of the loop's prints, which Python refuses.
 interrupted = False
 
 
 def on_interrupt(signum, frame):
     global interrupted
     interrupted = True
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, quit_unsaved)
+    if master:
+        os.write(1, b"\nCtrl-C: saving and stopping at the next log line; Ctrl-C again quits without saving\n")
+
+
+def quit_unsaved(signum, frame):
+    """A second Ctrl-C: stop at once, in one line, leaving the last checkpoint as it was."""
+    if master:
+        kept = f"{ckpt_path} is as saved at its step" if ckpt_path.exists() else "no checkpoint was saved"
+        os.write(2, f"\ninterrupted again: stopped without saving; {kept}\n".encode())
+    sys.exit(130)
 
 
 signal.signal(signal.SIGINT, on_interrupt)
@@ -488,8 +529,6 @@ stop_if(written(lambda: keep_up_to(out, step)) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
 local_batch = args.batch_size // world
-budget_run = args.minutes is not None  # a run that times its step count, resumed or not
-count_final = args.steps is not None  # checkpoints keep the count (and a budget run moves it only there)
 plan = f"{args.minutes:g} min" if budget_run else f"{args.steps} steps"
 if budget_run and checkpoint:  # resumed: the count so far (none before the final one) and the minutes gone
     plan += (f" ({args.steps} steps, " if args.steps else " (") + f"{run_seconds() / 60:.1f} min gone)"
@@ -497,13 +536,11 @@ log(f"training {args.lut} head for {plan}, batch {args.batch_size}, {args.dtype}
     f"{', compiled' if args.compile else ''}, on {device}")
 bin_sums = torch.zeros(2, BINS, device=device)  # (loss sum, count) per t bin since the last log
 loss_sum = torch.zeros((), device=device)
-start_step, last_log, t_start = step, step, time.time()
-t_timed = None  # when the UNTIMED steps ended: pace() counts from there
-first_count_step = start_step + UNTIMED + TIMED  # a budget's first count, after TIMED steps,
-final_count_step = max(args.warmup, first_count_step)  # its final one, at the end of the warm-up,
-timed_again_after = start_step + max(args.warmup, UNTIMED + TIMED)  # and, over as many steps, at checkpoints
+last_log, t_start = step, time.time()
 stopping = False  # Ctrl-C was pressed on some rank, as the last log step found
 while args.steps is None or step < args.steps:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(step)
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
     t = draw_t(local_batch, args.t_sampling, generator).to(device)  # before the noise: an exact resume needs the order
     noise = torch.randn(x.shape, generator=generator).to(device)
@@ -511,24 +548,14 @@ while args.steps is None or step < args.steps:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-    for group in optimizer.param_groups:
-        group["lr"] = learning_rate(step)
     optimizer.step()
     decay = min(args.ema, (1 + step) / (10 + step))  # warm-up: early EMA follows the model closely
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
     step += 1
     if step == start_step + UNTIMED:  # caches warm and the model compiled: speed is timed from here
         t_timed = time.time()
-    if budget_run and step == first_count_step:
-        with aside():
-            probe_costs()
-        if not count_final:
-            set_step_count(f"{TIMED} steps")
-            final_count_to_come = step < final_count_step < args.steps
-            count_final = not final_count_to_come
-    if not count_final and step == final_count_step:
-        set_step_count(f"steps {start_step + UNTIMED}-{step}")
-        count_final = True
+    if budget_run:
+        count_steps()  # before this step's pictures and checkpoint, which the count includes
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)
@@ -561,11 +588,6 @@ while args.steps is None or step < args.steps:
     if step % args.sample_every == 0 or step == args.steps:
         with aside("picture"):
             stop_if(save_pictures() if master else None)
-    if budget_run and count_final and step % args.save_every == 0 and timed_again_after < step < args.steps:
-        # A machine that slowed down since (another job, a laptop grown hot) would end the run late: time
-        # all steps since the untimed ones again (a machine that got faster again after a slow spell gets
-        # steps back). Before the checkpoint, which keeps the count, so that a resume goes on as this run does.
-        set_step_count(f"steps {start_step + UNTIMED}-{step}", again=True)
     if stopping:  # after this step's pictures, so that a resume, which starts after it, lacks none
         launcher = f"{TORCHRUN}={world}" if ddp else "python"
         log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
