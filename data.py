@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import tarfile
 import time
@@ -369,6 +370,9 @@ def download(dest, parts=(1,), base_url=DOWNLOAD_URL):
 
 def run_command(main):
     """A command's main(), where Ctrl-C ends with one line and exit code 130, not a traceback."""
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when the process started, as
+    # it is for a background job of a shell script (a CI runner's, say); train.py sets its own handler too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except KeyboardInterrupt:
