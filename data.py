@@ -15,6 +15,7 @@ Images are stored as uint8 (N, 3, 64, 64) and handed to the model as float (B, 3
 import argparse
 import gzip
 import hashlib
+import io
 import math
 import os
 import random
@@ -71,30 +72,43 @@ def write_cache(value, file):
 
 def files_under(folder):
     """Every file under folder, in linked subfolders too (each real folder once: a link to a folder
-    above would loop), sorted by path."""
+    above would loop), sorted by path. A folder that cannot be read stops it with a ValueError."""
     files, seen = [], set()
-    for root, subfolders, names in os.walk(folder, followlinks=True, onerror=raise_error):
+    for root, subfolders, names in os.walk(folder, followlinks=True, onerror=unreadable_folder):
         real = os.path.realpath(root)
         if real in seen:
             subfolders.clear()
             continue
         seen.add(real)
+        # By name, real folders before links, so that the same folder tree is always read the same way
+        subfolders.sort(key=lambda name: (os.path.islink(os.path.join(root, name)), name))
         files += [Path(root, name) for name in names]
     return sorted(p for p in files if p.is_file())  # is_file: not a broken link
 
 
-def raise_error(error):
-    """os.walk's onerror: an unreadable subfolder stops the load, rather than leaving its images out unsaid."""
-    raise error
+def unreadable_folder(error):
+    """os.walk's onerror: a folder it cannot read stops the load, rather than leaving its images out unsaid."""
+    raise ValueError(f"cannot read the folder {error.filename} ({error.strerror}): fix its permissions, or move "
+                     f"it out of the folder of images")
+
+
+def decode(file):
+    """An image file as SIZE x SIZE RGB bytes (pil_to_bytes), or None if it cannot be read or decoded."""
+    try:
+        with Image.open(file) as image:
+            return pil_to_bytes(image)  # decodes fully here, so a truncated file fails inside the try
+    except Exception:  # Pillow raises many kinds (OSError, SyntaxError, ValueError...) for bad files
+        return None
 
 
 def load_folder(path, cache_dir=CACHE_DIR):
     """All images under folder `path` (searched recursively) as uint8 (N, 3, SIZE, SIZE), sorted by path.
 
     The decoded tensor is cached in cache_dir under a hash of the folder and of every file's name,
-    size and modification and change times, so any added, removed or changed file (its permissions too)
-    triggers a fresh decode. Unreadable files are skipped, with a warning at every load. Nothing is ever
-    written into the folder itself.
+    size and modification time, so any added, removed or changed file triggers a fresh decode, and so
+    does a skipped file that can be read now (its permissions fixed, say); the folder's older cache
+    files go. Unreadable files are skipped, with a warning at every load. Nothing is ever written into
+    the folder itself.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -107,30 +121,33 @@ def load_folder(path, cache_dir=CACHE_DIR):
         raise ValueError(f"no images in {folder}: found {len(all_files)} files{f' ({found})' if found else ''}; "
                          f"expected {'/'.join(IMAGE_EXTENSIONS)} files, anywhere under the folder")
 
-    key = hashlib.sha256(str(folder.resolve()).encode())
+    place = f"{folder.resolve().name}-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]}"
+    key = hashlib.sha256()
     for file in files:
         stat = file.stat()
-        key.update(f"\n{file.relative_to(folder)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}".encode())
-    cache_file = Path(cache_dir) / f"{folder.resolve().name}-{key.hexdigest()[:16]}-v3.pt"  # v3: paths skipped
+        key.update(f"\n{file.relative_to(folder)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    cache_file = Path(cache_dir) / f"{place}-{key.hexdigest()[:16]}-v3.pt"  # v3: paths skipped
     cached = read_cache(cache_file)
-    if cached is not None:
+    if cached is not None and not any(decode(folder / path) for path in cached["skipped"]):
         warn_skipped(cached["skipped"], folder)  # on every load: the files are still there
         return cached["images"]
 
     raw, skipped = bytearray(), []
     show_progress = len(files) >= 1000
     for count, file in enumerate(files, 1):
-        try:
-            with Image.open(file) as image:
-                raw += pil_to_bytes(image)  # decodes fully here, so a truncated file fails inside the try
-        except Exception:  # Pillow raises many kinds (OSError, SyntaxError, ValueError...) for bad files
+        pixels = decode(file)
+        if pixels is None:
             skipped.append(str(file.relative_to(folder)))
+        else:
+            raw += pixels
         if show_progress and (count % 1000 == 0 or count == len(files)):
             print(f"\rloading {count}/{len(files)} images", end="\n" if count == len(files) else "", file=sys.stderr)
     warn_skipped(skipped, folder)
     if not raw:
         raise ValueError(f"no readable images in {folder}: all {len(files)} image files failed to decode")
     images = bytes_to_images(raw, len(files) - len(skipped))
+    for older in Path(cache_dir).glob(f"{place}-*.pt"):  # this folder's earlier contents (a few MB each)
+        older.unlink()
     write_cache({"images": images, "skipped": skipped}, cache_file)
     return images
 
@@ -281,10 +298,14 @@ def output_file(path):
 
 
 def picture(path):
-    """A `type=` for an image file to write: output_file, with a suffix Pillow can save."""
+    """A `type=` for an image file to write: output_file, with a suffix that Pillow can save an RGB
+    picture as (it reads .psd, say, but cannot write it), tried on one pixel before any work."""
     output_file(path)
-    if Image.registered_extensions().get(Path(path).suffix.lower()) not in Image.SAVE:  # .psd: it reads, not writes
-        raise argparse.ArgumentTypeError(f"{path}: give a picture file name such as {Path(path).stem or 'x'}.png")
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), Image.registered_extensions()[Path(path).suffix.lower()])
+    except (KeyError, OSError, ValueError):  # no such suffix, or no writer for it, or none for RGB
+        raise argparse.ArgumentTypeError(f"{path}: give a picture file name such as {Path(path).stem or 'x'}.png") \
+            from None
     return path
 
 

@@ -77,22 +77,22 @@ SAMPLE_STEPS = 18  # sample.py's and train.py's pictures: 17 Heun steps, 1 onto 
 
 
 def steps_within(budget_s, elapsed_s, step, step_s, picture_s, save_s, sample_every, save_every):
-    """The most training steps n (at least step + 1) for a run that ends within budget_s seconds: at
-    `step`, elapsed_s have gone; each further step costs step_s, and train.py also saves pictures
-    (picture_s) and a checkpoint (save_s) at every multiple of sample_every / save_every from `step` on
-    (train.py counts before that step's own), and at step n. The cost grows with n, so a binary search
-    finds the last n that fits. An n a few steps past a picture step (5% of sample_every) becomes that
-    step: two nearly equal grids are one."""
+    """The most training steps n for a run that ends within budget_s seconds, at least `step` (the run
+    then ends at once): at `step`, elapsed_s have gone; each further step costs step_s, and train.py also
+    saves pictures (picture_s) and a checkpoint (save_s) at every multiple of sample_every / save_every
+    from `step` on (train.py counts before that step's own), and at step n. The cost grows with n, so a
+    binary search finds the last n that fits. An n a few steps past a picture step (5% of sample_every)
+    becomes that step: two nearly equal grids are one."""
     def cost(n):
         events = lambda every: n // every - (step - 1) // every + (n % every != 0)  # multiples in [step, n], and n
         return elapsed_s + (n - step) * step_s + events(sample_every) * picture_s + events(save_every) * save_s
 
-    fits, too_many = step + 1, step + 2 + int(max(0.0, budget_s - elapsed_s) / step_s)
-    while too_many - fits > 1:  # cost(fits) <= budget_s < cost(too_many), but for the minimum step + 1
+    fits, too_many = step, step + 1 + int(max(0.0, budget_s - elapsed_s) / step_s)
+    while too_many - fits > 1:  # cost(fits) <= budget_s < cost(too_many), but for the minimum, step
         middle = (fits + too_many) // 2
         fits, too_many = (middle, too_many) if cost(middle) <= budget_s else (fits, middle)
     past = fits % sample_every
-    return fits - past if past <= sample_every // 20 and fits - past > step else fits
+    return fits - past if past <= sample_every // 20 and fits - past >= step else fits
 
 
 @dataclass

@@ -95,7 +95,7 @@ def compare_sets(train_args, args):
         train = load_images(train_folder, seed=seed)
         quality.check_training_set(train)
         return n, real, train
-    except (ValueError, OSError) as e:  # OSError: a subfolder that cannot be read
+    except ValueError as e:
         fail(e)
 
 

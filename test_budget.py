@@ -11,14 +11,14 @@ from conftest import DDP, TINY, interrupted, load, run
 
 def test_a_time_budget_fixes_the_steps_once(tmp_path, cats):
     """--minutes times the first steps, then fixes the count; the checkpoint keeps it, and a resume with
-    --steps runs that many, timing nothing. (A budget shorter than the timing gives timed steps + 1.)"""
+    --steps runs that many, timing nothing. (A budget shorter than the timing ends at the timed steps.)"""
     result = run("train.py", *TINY, "--data", cats, "--minutes", 0.01, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "step 10/? |" in result.stdout and "budget 0.01 min: 26 steps (" in result.stdout
+    assert "step 10/? |" in result.stdout and "budget 0.01 min: 25 steps (" in result.stdout
     assert "warning: 0.01 min is too short for this model here; the run ends after about 0." in result.stdout
     assert ", compiled" not in result.stdout  # too short to pay for compiling
-    assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == 26
-    assert (tmp_path / "out" / "samples_000026.png").exists() and not (tmp_path / "out" / "ckpt.pt.timing").exists()
+    assert load(tmp_path / "out" / "ckpt.pt")["args"]["steps"] == 25
+    assert (tmp_path / "out" / "samples_000025.png").exists() and not (tmp_path / "out" / "ckpt.pt.timing").exists()
     result = run("train.py", "--resume", "--steps", 28, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "budget" not in result.stdout and "step 28/28 |" in result.stdout
@@ -149,8 +149,8 @@ def test_a_time_budget_follows_the_machine_when_it_slows_down(tmp_path, cats):
 
 def test_a_budget_the_machine_spent_elsewhere_ends_at_once_and_says_why(tmp_path, cats):
     """Frozen for longer than its 6 s budget has left: the next checkpoint's timing finds no time for
-    more steps, and the run ends one step later, blaming the machine, not the budget."""
+    more steps, and the run ends there, blaming the machine, not the budget."""
     _, out = frozen_budget_run(tmp_path, cats, 0.1, save_every=40, at_step=30, seconds=7)
-    assert re.search(r"budget 0.1 min: 41 steps .*\nwarning: this machine has slowed down; the run ends after about "
+    assert re.search(r"budget 0.1 min: 40 steps .*\nwarning: this machine has slowed down; the run ends after about "
                      r"0\.\d min\n", out)
-    assert "too short" not in out and load(tmp_path / "out" / "ckpt.pt")["step"] == 41
+    assert "too short" not in out and load(tmp_path / "out" / "ckpt.pt")["step"] == 40

@@ -5,7 +5,6 @@ import os
 import sys
 import tarfile
 import threading
-import time
 
 import pytest
 import torch
@@ -96,12 +95,14 @@ def test_cache_is_used_then_invalidated(tmp_path, monkeypatch):
     assert len(decoded) == 3
     assert changed[1, 2].float().mean() > 240 and torch.equal(changed[0], first[0])
 
-    time.sleep(0.05)  # past the file system's clock tick
-    os.chmod(folder / "0.png", 0o600)  # as a user does to a file that was skipped as unreadable
-    assert torch.equal(data.load_folder(folder, tmp_path / "cache"), changed) and len(decoded) == 6
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # the folder's older cache file is gone
 
-    for cache_file in (tmp_path / "cache").glob("*.pt"):
-        cache_file.write_bytes(b"cut short")  # as a full disk leaves it
+    [cache_file] = (tmp_path / "cache").glob("*.pt")
+    cache_file.write_bytes(b"cut short")  # as a full disk leaves it: a miss
+    real_decode = data.decode
+    monkeypatch.setattr(data, "decode", lambda file: None if file.name == "2.png" else real_decode(file))
+    assert torch.equal(data.load_folder(folder, tmp_path / "cache"), changed[:2]) and len(decoded) == 5
+    monkeypatch.setattr(data, "decode", real_decode)  # 2.png readable again (its permissions fixed, say)
     assert torch.equal(data.load_folder(folder, tmp_path / "cache"), changed) and len(decoded) == 9
 
 
@@ -113,6 +114,21 @@ def test_a_cache_that_cannot_be_written_only_warns(tmp_path, capsys):
     images = data.load_folder(folder, tmp_path / "afile" / "cache")
     assert images.shape == (1, 3, 64, 64) and images[0, 1].float().mean() > 240
     assert "warning: cannot cache the images in" in capsys.readouterr().err
+
+
+def test_a_folder_that_cannot_be_read_stops_the_load_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "cats" / "locked").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(tmp_path / "cats" / "0.png")
+    real_scandir = os.scandir
+
+    def scandir(path):  # as a folder without read permission answers (root reads any, so chmod cannot show it)
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ValueError, match=r"^cannot read the folder .*locked \(Permission denied\): fix its "
+                                         r"permissions, or move it out of the folder of images$"):
+        data.load_folder(tmp_path / "cats", tmp_path / "cache")
 
 
 def test_linked_subfolders_are_read_once(tmp_path):

@@ -69,6 +69,7 @@ def test_every_numeric_flag_is_in_the_table(script):
     ("data.py", ["--preview", "x.notapicture"],
      "argument --preview: x.notapicture: give a picture file name such as x.png"),
     ("data.py", ["--preview", "x.psd"], "argument --preview: x.psd: give a picture file name such as x.png"),
+    ("sample.py", ["--out", "x.xbm"], "argument --out: x.xbm: give a picture file name such as x.png"),  # no RGB
     ("data.py", ["--download", "afile"], "argument --download: afile: afile is a file, not a folder"),
     ("data.py", ["--data", "afile"], "argument --data: afile is a file, not a folder"),
     ("sample.py", ["--compare", "nowhere"], "argument --compare: no folder nowhere"),

@@ -284,11 +284,10 @@ def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
 def fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, longest):
     """A fake clock through train.py's loop from `step`, whose own picture and checkpoint are still to come
     (train.py counts before them): {n: the seconds a run that stops at n takes}."""
-    clock, runs = elapsed + (0 if step % sample_every else picture_s) + (0 if step % save_every else save_s), {}
-    for n in range(step + 1, longest + 1):
-        clock += step_s
-        last = (picture_s if n % sample_every else 0) + (save_s if n % save_every else 0)  # at the last step
-        runs[n] = clock + last
+    clock, runs = elapsed, {}
+    for n in range(step, longest + 1):
+        clock += step_s if n > step else 0
+        runs[n] = clock + picture_s + save_s  # a run that stops at n: its picture and checkpoint, then the end
         clock += (0 if n % sample_every else picture_s) + (0 if n % save_every else save_s)
     return runs
 
@@ -297,7 +296,7 @@ def fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save
     (1800, 40, 25, 0.5, 20, 0.3, 500, 500),  # the tiny preset on a CPU: about 3,400 steps
     (1800, 40, 25, 0.5, 20, 0.3, 100, 250),  # pictures and checkpoints out of step
     (60, 10, 25, 1.0, 30, 1, 500, 500),  # room for steps, but the final picture must fit too
-    (100, 150, 25, 1.0, 5, 1, 500, 500),  # the budget is gone already: one more step, then stop
+    (100, 150, 25, 1.0, 5, 1, 500, 500),  # the budget is gone already: stop at once
     (500, 0, 3000, 0.125, 7, 2, 1000, 1000),  # counted at a picture step; binary fractions: exact ties
     (120, 100, 500, 1.0, 0, 10, 10**6, 500),  # counted at a checkpoint step: its checkpoint is still to come
 ])
@@ -306,7 +305,7 @@ def test_steps_within_a_budget_match_a_fake_clock(budget, elapsed, step, step_s,
     n = steps_within(budget, elapsed, step, step_s, picture_s, save_s, sample_every, save_every)
     runs = fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, step + 20_000)
     fitting = [m for m, seconds in runs.items() if seconds <= budget]
-    assert n == max(fitting, default=step + 1)  # (no case ends within 5% after a picture: see the next test)
+    assert n == max(fitting, default=step)  # (no case ends within 5% after a picture: see the next test)
     if fitting:  # the count is the last that fits: one more step goes over
         assert runs[n] <= budget < runs[n + 1]
 
@@ -315,4 +314,5 @@ def test_steps_within_a_budget_end_at_a_picture_rather_than_just_after_it():
     # 1,010 steps fit: the last 10 would only redraw step 1,000's grid. 30 more are worth a grid.
     assert steps_within(1010, 0, 0, 1.0, 0, 0, 500, 500) == 1000
     assert steps_within(1030, 0, 0, 1.0, 0, 0, 500, 500) == 1030
-    assert steps_within(1010, 1000, 1000, 1.0, 0, 0, 500, 500) == 1010  # but at least one step more
+    assert steps_within(1010, 1000, 1000, 1.0, 0, 0, 500, 500) == 1000  # at the step itself, if need be
+    assert steps_within(1010, 1000, 1001, 1.0, 0, 0, 500, 500) == 1011  # but never back before it

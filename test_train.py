@@ -178,7 +178,7 @@ def test_a_second_ctrl_c_quits_at_once_in_one_line(tmp_path, cats):
                             "--save-every", 50, cwd=tmp_path, at="saved", again_at="Ctrl-C: saving and stopping")
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == ("interrupted again: stopped without saving; "
-                                              "out/ckpt.pt is as saved at its step")
+                                              "continue from step 50 with: python train.py --resume")
     assert load(tmp_path / "out" / "ckpt.pt")["step"] == 50
     assert not list((tmp_path / "out").glob("*.tmp*"))
 

@@ -239,7 +239,7 @@ try:
         args.preset, args.lut, width=args.width, depth=args.depth, heads=args.heads,
         dict_size=args.dict_size, static_tokens=args.static_tokens)
     images = load_images(args.data, seed=args.seed)  # (N, 3, 64, 64) uint8 on the CPU
-except (ValueError, OSError) as e:  # OSError: the image cache could not be written
+except ValueError as e:
     fail(e)
 log(f"data: {len(images)} images from {args.data or 'the built-in toy cats'}")
 if len(images) < 64:
@@ -310,9 +310,15 @@ aside_s = 0.0  # seconds since t_timed spent on pictures, checkpoints and probes
 costs = {}  # seconds for a "picture" and a "checkpoint": probed at a budget's first count, then as last spent
 
 
+saved_step = step if checkpoint else None  # the step that ckpt.pt holds
+RESUME = (f"{TORCHRUN}={world}" if ddp else "python") + " train.py --resume" + (
+    f" --out {args.out}" if args.out != "out" else "")  # the command that continues this run
+
+
 def save():
     """The checkpoint, written by rank 0 with the generator state of every rank. Returns what went
     wrong, or None."""
+    global saved_step
     states = [None] * world
     if ddp:
         dist.all_gather_object(states, generator.get_state())
@@ -327,6 +333,7 @@ def save():
         except OSError as e:
             return write_failed(e)
         log(f"saved {ckpt_path} at step {step}")
+    saved_step = step
 
 
 @contextlib.contextmanager
@@ -519,8 +526,8 @@ def on_interrupt(signum, frame):
 def quit_unsaved(signum, frame):
     """A second Ctrl-C: stop at once, in one line, leaving the last checkpoint as it was."""
     if master:
-        kept = f"{ckpt_path} is as saved at its step" if ckpt_path.exists() else "no checkpoint was saved"
-        os.write(2, f"\ninterrupted again: stopped without saving; {kept}\n".encode())
+        then = f"continue from step {saved_step} with: {RESUME}" if saved_step is not None else "nothing was saved"
+        os.write(2, f"\ninterrupted again: stopped without saving; {then}\n".encode())
     sys.exit(130)
 
 
@@ -589,9 +596,7 @@ while args.steps is None or step < args.steps:
         with aside("picture"):
             stop_if(save_pictures() if master else None)
     if stopping:  # after this step's pictures, so that a resume, which starts after it, lacks none
-        launcher = f"{TORCHRUN}={world}" if ddp else "python"
-        log(f"interrupted: saving and stopping; continue with: {launcher} train.py --resume"
-            + (f" --out {args.out}" if args.out != "out" else ""))
+        log(f"interrupted: saving and stopping; continue with: {RESUME}")
         stop_if(save())
         leave(130)
     if step % args.save_every == 0 or step == args.steps:
