@@ -1,7 +1,7 @@
 """The record of a training run in its --out folder, which train.py writes as it goes:
 
     log.csv       one row per log line: step, loss, the image MSE in four bins of t, lr, img/s, and the
-                  minutes the run has taken since its imports, over every resume
+                  minutes the run has taken since it started, over every resume
     lut.csv       one row per picture step: what the LUT is doing (lut.lut_figures) and the seam ratio
     progress.gif  one frame per picture step: the fixed-noise samples, so noise turns into cats
     loss.png      the curves of log.csv on a log scale, drawn with Pillow

@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+START = time.time()  # this process's start: a --minutes budget counts from here (importing torch takes seconds)
+
 try:
     import fcntl  # the folder's lock, on Linux and macOS
 except ImportError:  # Windows: no lock there, so nothing stops a second run in the same folder
@@ -141,8 +143,6 @@ MAY_CHANGE = {"steps", "log_every", "sample_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------- setup
-START = time.time()  # this process's start: a --minutes budget counts from here, after what resumed runs spent
-
 
 def stop_before_training(signum, frame):
     """Ctrl-C during the setup: nothing is trained yet, so nothing to save, and no traceback."""
@@ -267,7 +267,7 @@ if checkpoint:
 
 
 def run_seconds():
-    """The seconds this run has taken since its imports, with those of the runs it resumes: what a
+    """The seconds this run has taken since START, with those of the runs it resumes: what a
     --minutes budget counts, and the log's minutes."""
     earlier = (checkpoint or {}).get("seconds") or 0.0  # None in an older checkpoint, which kept no time
     return earlier + time.time() - START
@@ -458,7 +458,8 @@ def set_step_count(timed, again=False):
     if ddp:
         dist.all_reduce(figures, op=dist.ReduceOp.MAX)  # every rank takes the same count: the slowest rank's
     elapsed, step_s, picture_s, save_s = figures.tolist()
-    # 3% of the budget is kept for the imports before START and for a machine that slows down later.
+    # 3% of the budget is kept for Python's start-up before START, the end after the last checkpoint and a
+    # machine that slows down later.
     steps = steps_within(0.97 * 60 * args.minutes, elapsed, step, step_s, picture_s, save_s,
                          args.sample_every, args.save_every)
     if again and abs(steps - args.steps) <= 0.01 * args.steps:
