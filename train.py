@@ -467,8 +467,8 @@ def set_step_count(timed, again=False):
     args.steps = steps
     log(f"budget {args.minutes:g} min: {args.steps} steps ({step_s:.3f} s per step over {timed}, "
         f"a picture {picture_s:.1f} s, a checkpoint {save_s:.1f} s, {elapsed / 60:.1f} min gone)")
-    end = elapsed + (steps - step) * step_s + picture_s + save_s  # at the least: the steps, the last picture and
-    # checkpoint
+    # At the least, the run takes the steps, the last picture and the last checkpoint:
+    end = elapsed + (steps - step) * step_s + picture_s + save_s
     if end > 60 * args.minutes and again:  # steps slower than before, with too little time left to make up
         log(f"warning: this machine has slowed down; the run ends after about {end / 60:.1f} min")
     elif end > 60 * args.minutes and checkpoint:  # the runs this one resumes used the budget up
