@@ -36,9 +36,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from data import number, output_file, run_command
-from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device,
-                   compile_problem, default_preset, defaults, denoising_loss, fast_dtype, make_config,
-                   make_optimizer, network_calls, sample, synchronize)
+from machine import autocast_for, available_device, best_device, compile_problem, fast_dtype, synchronize
+from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, defaults, denoising_loss, make_config, make_optimizer,
+                   sample)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
 WEIGHT_DECAY, GRAD_CLIP, EMA = 1e-2, 1.0, 0.999  # train.py's defaults (its flags): change both together
@@ -132,7 +132,7 @@ def bench_head(lut_name, args, device, peaks):
     with autocast:
         sample(model, noise, 1, "logit-normal")  # warm-up; the plain model, as sample.py runs it
         seconds = timed(lambda: sample(model, noise, args.sample_steps, "logit-normal"), 1, device)[0]
-    sample_s = seconds * network_calls(SAMPLE_STEPS) / network_calls(args.sample_steps)
+    sample_s = seconds * (2 * SAMPLE_STEPS - 1) / (2 * args.sample_steps - 1)  # network calls of model.sample
 
     train_flops = 3 * flops_per_image(model)  # forward + backward, per image
     flops = train_flops * BATCH / step_s
@@ -265,7 +265,7 @@ def main():
     device = torch.device(args.device or best_device())
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.preset = args.preset or default_preset(device)
+    args.preset = args.preset or ("blog" if device.type == "cuda" else "tiny")  # as train.py
     native = ["fp32", "bf16"] if fast_dtype(device) == "bf16" else ["fp32"]
     if args.dtype and args.dtype not in native:
         sys.exit(f"error: {args.dtype} is emulated on this {device.type}, far slower than fp32: use --dtype fp32")

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from model import save_atomically
+from safety import save_atomically
 from toy_cats import draw_toy_cat
 
 SIZE = 64  # every image is SIZE x SIZE pixels
@@ -196,7 +196,7 @@ def image_grid(images, ncol=8, scale=1, pad=0):
 
 def save_picture(image, path, **options):
     """A PIL image to path in the format its suffix names (options: Pillow's, such as a GIF's frames),
-    atomically (model.save_atomically): an interrupted write leaves the previous picture whole."""
+    atomically (safety.save_atomically): an interrupted write leaves the previous picture whole."""
     kind = Image.registered_extensions()[Path(path).suffix.lower()]
     save_atomically(image, path, write=lambda image, file: image.save(file, kind, **options))
 

@@ -1,8 +1,10 @@
-"""The record of a training run in its --out folder, which train.py writes as it goes:
+"""The record of a training run in its --out folder, which train.py writes as it goes. A reader
+learning the model can skip this file.
 
     log.csv       one row per log line: step, loss, the image MSE in four bins of t, lr, img/s, and the
                   minutes the run has taken since it started, over every resume
-    lut.csv       one row per picture step: what the LUT is doing (lut.lut_figures) and the seam ratio
+    lut.csv       one row per picture step: what the LUT is doing (lut_figures) and the seam ratio
+    samples_000500.png, lut.png, gram.png   at each picture step (record_pictures)
     progress.gif  one frame per picture step: the fixed-noise samples, so noise turns into cats
     loss.png      the curves of log.csv on a log scale, drawn with Pillow
 
@@ -13,10 +15,12 @@ import csv
 import io
 import math
 
+import torch
 from PIL import Image, ImageDraw, ImageSequence
 
-from data import save_picture
-from model import save_atomically
+from data import image_grid, save_picture
+from quality import seam_ratio
+from safety import save_atomically
 
 BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
 LOG_COLUMNS = ["step", "loss", *(f"mse_t{25 * i}-{25 * (i + 1)}" for i in range(BINS)), "lr", "img_per_s", "minutes"]
@@ -117,3 +121,79 @@ def plot_losses(out):
         label = "loss" if i == 0 else f"MSE, t {(i - 1) / BINS:g}-{i / BINS:g}"
         draw.text((W - right + 10, top + 16 * i), label, fill=colour)
     save_picture(image, out / "loss.png")
+
+
+# ----------------------------------------------------------------------------- the LUT's pictures and figures
+
+def lut_atlas(lut):
+    """One LUT (K, 3, 8, 8) as K tiles (K, 3, 8, 8) in [-1, 1], for image_grid with about sqrt(K) per row.
+    The tanh and dynamic entries have no fixed range, so the whole LUT is divided by its largest
+    absolute value: mid-grey is zero, and signs stay visible."""
+    lut = lut.detach().float().cpu()
+    return lut / lut.abs().max().clamp_min(1e-8)
+
+
+def gram_image(lut):
+    """The LUT's Gram matrix as a heat map (1, 3, K, K) in [-1, 1], normalised to cosine similarities
+    so the diagonal is 1: red = similar, white = orthogonal, blue = opposite."""
+    cos = cosines(lut.cpu()).clamp(-1, 1)  # (K, K)
+    pos, neg = cos.clamp_min(0), (-cos).clamp_min(0)
+    rgb = torch.stack([1 - neg, 1 - pos - neg, 1 - pos])  # white -> red or blue: (3, K, K) in [0, 1]
+    return rgb[None] * 2 - 1
+
+
+IN_USE = 0.01  # an entry is in use when its mean |weight| is above 1% of the most used entry's
+
+
+def cosines(lut):
+    """Cosine similarities between the entries of a LUT (..., K, 3, 8, 8) -> (..., K, K), in fp32."""
+    flat = lut.detach().float().flatten(-3)  # (..., K, 192)
+    flat = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return flat @ flat.transpose(-1, -2)
+
+
+def off_diagonal_mean(matrices):
+    """The mean of the off-diagonal elements of (..., n, n), over all leading dimensions too."""
+    n = matrices.shape[-1]
+    return matrices[..., ~torch.eye(n, dtype=torch.bool, device=matrices.device)].mean().item()
+
+
+def entry_usage(weights):
+    """How much each entry is used: the mean |weight| over a batch's patches, (B, N, K) -> (K,)."""
+    return weights.detach().float().abs().mean((0, 1))
+
+
+def lut_figures(weights, lut):
+    """What the LUT is doing, from a batch's weights (B, N, K) and the LUT they mixed, (K, 3, 8, 8)
+    or per image (B, K, 3, 8, 8). A dict of
+      in_use:    entries whose usage (entry_usage) is above IN_USE times the largest usage;
+      effective: the effective number of entries, exp of the entropy of the usage normalised to sum
+                 to 1: K when all are used equally, 1 when one does all the work;
+      cos:       the mean |cos| between two different entries of a LUT: 0 when orthogonal;
+      between:   dynamic LUTs only (else None), the mean cos between entry k of one image's LUT and
+                 entry k of another image's, over k and every pair of images: 1 when the LUT does not
+                 change from image to image."""
+    usage = entry_usage(weights)
+    p = usage / usage.sum().clamp_min(1e-12)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return {"in_use": int((usage > IN_USE * usage.max()).sum()), "effective": entropy.exp().item(),
+            "cos": off_diagonal_mean(cosines(lut).abs()),
+            "between": off_diagonal_mean(cosines(lut.transpose(0, 1))) if lut.dim() == 5 else None}
+
+
+def record_pictures(out, step, samples, weights, luts):
+    """The picture step: the grid of samples (64, 3, 64, 64), lut.png and gram.png (the first sample's LUT if
+    dynamic; entries by usage, most used first) from the head's weights (64, 64, K) and LUT(s) as the last
+    sampling step painted them, the figures of lut_figures as a printed line and a lut.csv row; then the
+    grid becomes a frame of progress.gif and loss.png is redrawn."""
+    figures = {**lut_figures(weights, luts), "seams": seam_ratio(samples.cpu())}
+    lut = (luts[0] if luts.dim() == 5 else luts)[entry_usage(weights).argsort(descending=True)]  # (K, 3, 8, 8)
+    print(f"lut: {figures['in_use']}/{len(lut)} entries in use, effective {figures['effective']:.1f}, "
+          f"mean |cos| {figures['cos']:.3f}, seam ratio {figures['seams']:.2f}"
+          + (f", cos between images {figures['between']:.3f}" if figures["between"] is not None else ""), flush=True)
+    save_picture(image_grid(samples, ncol=8, scale=2, pad=2), out / f"samples_{step:06d}.png")
+    save_picture(image_grid(lut_atlas(lut), ncol=math.ceil(math.sqrt(len(lut))), scale=4, pad=1), out / "lut.png")
+    save_picture(image_grid(gram_image(lut), ncol=1, scale=max(1, 256 // len(lut))), out / "gram.png")
+    append_row(out / "lut.csv", [step, *(figures[k] for k in ("in_use", "effective", "cos", "seams", "between"))])
+    save_frames(out, read_frames(out) + [captioned(image_grid(samples, ncol=8, pad=1), f"step {step}")])
+    plot_losses(out)

@@ -15,10 +15,8 @@ comes from:
     dynamic   w = tanh(s)      over K=64 entries made per image from 16 static tokens, 4 each:
                                entry[k, c] = u[k, c] v[k, c]^T, one rank-1 8x8 matrix per colour c
 
-Also here: patchify/unpatchify, the Gram penalty, the two pictures the post shows (the LUT
-atlas and the Gram matrix heat map), as image tensors for data.image_grid, and the figures train.py
-prints at each picture step about how the LUT is used (lut_figures). Nothing to run: model.py
-imports this file. Tests: python -m pytest -q test_lut.py
+Also here: patchify/unpatchify and the Gram penalty. Nothing to run: model.py imports this file.
+Tests: python -m pytest -q test_lut.py
 """
 import math
 
@@ -120,62 +118,3 @@ def gram_penalty(lut):
     K = gram.shape[-1]
     off_diagonal = gram - torch.diag_embed(gram.diagonal(dim1=-2, dim2=-1))
     return (off_diagonal.pow(2).sum((-2, -1)) / (K * (K - 1))).mean()
-
-
-# ----------------------------------------------------------------------------- pictures
-
-def lut_atlas(lut):
-    """One LUT (K, 3, 8, 8) as K tiles (K, 3, 8, 8) in [-1, 1], for image_grid with about sqrt(K) per row.
-    The tanh and dynamic entries have no fixed range, so the whole LUT is divided by its largest
-    absolute value: mid-grey is zero, and signs stay visible."""
-    lut = lut.detach().float().cpu()
-    return lut / lut.abs().max().clamp_min(1e-8)
-
-
-def gram_image(lut):
-    """The LUT's Gram matrix as a heat map (1, 3, K, K) in [-1, 1], normalised to cosine similarities
-    so the diagonal is 1: red = similar, white = orthogonal, blue = opposite."""
-    cos = cosines(lut.cpu()).clamp(-1, 1)  # (K, K)
-    pos, neg = cos.clamp_min(0), (-cos).clamp_min(0)
-    rgb = torch.stack([1 - neg, 1 - pos - neg, 1 - pos])  # white -> red or blue: (3, K, K) in [0, 1]
-    return rgb[None] * 2 - 1
-
-
-# ----------------------------------------------------------------------------- figures
-IN_USE = 0.01  # an entry is in use when its mean |weight| is above 1% of the most used entry's
-
-
-def cosines(lut):
-    """Cosine similarities between the entries of a LUT (..., K, 3, 8, 8) -> (..., K, K), in fp32."""
-    flat = lut.detach().float().flatten(-3)  # (..., K, 192)
-    flat = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    return flat @ flat.transpose(-1, -2)
-
-
-def off_diagonal_mean(matrices):
-    """The mean of the off-diagonal elements of (..., n, n), over all leading dimensions too."""
-    n = matrices.shape[-1]
-    return matrices[..., ~torch.eye(n, dtype=torch.bool, device=matrices.device)].mean().item()
-
-
-def entry_usage(weights):
-    """How much each entry is used: the mean |weight| over a batch's patches, (B, N, K) -> (K,)."""
-    return weights.detach().float().abs().mean((0, 1))
-
-
-def lut_figures(weights, lut):
-    """What the LUT is doing, from a batch's weights (B, N, K) and the LUT they mixed, (K, 3, 8, 8)
-    or per image (B, K, 3, 8, 8). A dict of
-      in_use:    entries whose usage (entry_usage) is above IN_USE times the largest usage;
-      effective: the effective number of entries, exp of the entropy of the usage normalised to sum
-                 to 1: K when all are used equally, 1 when one does all the work;
-      cos:       the mean |cos| between two different entries of a LUT: 0 when orthogonal;
-      between:   dynamic LUTs only (else None), the mean cos between entry k of one image's LUT and
-                 entry k of another image's, over k and every pair of images: 1 when the LUT does not
-                 change from image to image."""
-    usage = entry_usage(weights)
-    p = usage / usage.sum().clamp_min(1e-12)
-    entropy = -(p * p.clamp_min(1e-12).log()).sum()
-    return {"in_use": int((usage > IN_USE * usage.max()).sum()), "effective": entropy.exp().item(),
-            "cos": off_diagonal_mean(cosines(lut).abs()),
-            "between": off_diagonal_mean(cosines(lut.transpose(0, 1))) if lut.dim() == 5 else None}

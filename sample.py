@@ -26,8 +26,8 @@ import torch
 import quality
 from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
                   save_picture, toy_cats)
-from model import (SAMPLE_STEPS, LUTTransformer, autocast_for, available_device, best_device, fast_dtype,
-                   load_checkpoint, load_weights, sample)
+from machine import autocast_for, available_device, best_device, fast_dtype
+from model import SAMPLE_STEPS, LUTTransformer, load_checkpoint, load_weights, sample
 
 CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
 

@@ -1,5 +1,5 @@
 """Tests for model.py: the table of defaults, shapes and gradients of the model, the noise levels, the
-sampler, an overfitting check, and checkpoints. Run: python -m pytest -q test_model.py"""
+sampler, an overfitting check, and checkpoints. Run: python -m pytest -q tests/test_model.py"""
 import argparse
 import contextlib
 import copy
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from lut import gram_penalty, patchify
-from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, available_device, defaults, denoising_loss,
-                   draw_t,
-                   fast_dtype, load_checkpoint, load_weights, make_config, network_calls, sample, save_atomically,
-                   save_checkpoint, steps_within, t_quantile)
+from machine import available_device, fast_dtype
+from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, checkpoint, defaults, denoising_loss,
+                   draw_t, load_checkpoint, load_weights, make_config, sample, t_quantile)
+from safety import save_atomically
 
 
 def small_config(lut, static_tokens=None):
@@ -145,7 +145,7 @@ def test_sampler_steps_to_the_99th_percentile_of_training_t_then_lands_on_the_pr
     # t = end * s^1.5, s = 0, 1/3, 2/3, 1: each Heun step asks at both ends, then one call at the end.
     t1, t2 = end * (1 / 3) ** 1.5, end * (2 / 3) ** 1.5
     assert Constant.seen == pytest.approx([0, t1, t1, t2, t2, end, end])
-    assert len(Constant.seen) == network_calls(4)
+    assert len(Constant.seen) == 2 * 4 - 1  # Heun steps of two calls, one last
     # After the first step x is exactly the path point at the next t.
     assert torch.allclose(frames[0], add_noise(torch.full_like(noise, 0.25), noise, torch.full((2,), t1)), atol=1e-6)
 
@@ -205,39 +205,26 @@ def small_checkpoint(path, args=None):
     model(torch.randn(1, 3, 64, 64), torch.rand(1))[0].mean().backward()
     optimizer.step()  # an optimizer with state, and a model that differs from the EMA
     args = {"lut": "tanh", "seed": 0, "min_lr": 0.1} if args is None else args
-    save_checkpoint(path, model, ema, optimizer, [torch.Generator().get_state()], 7, 12.5, args)
+    save_atomically(checkpoint(model, ema, optimizer, [torch.Generator().get_state()], 7, 12.5, args), path)
     return model, ema, optimizer
 
 
 def test_checkpoint_round_trip(tmp_path):
     model, ema, optimizer = small_checkpoint(tmp_path / "run" / "ckpt.pt")  # the folder is made
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["ckpt.pt"]  # no temp file left behind
-    checkpoint = load_checkpoint(tmp_path / "run" / "ckpt.pt")
-    assert checkpoint["config"] == model.cfg and checkpoint["step"] == 7 and checkpoint["seconds"] == 12.5
-    assert checkpoint["args"] == {"lut": "tanh", "seed": 0, "min_lr": 0.1}
-    for key, saved in [("model", model), ("ema", ema)]:
-        again = LUTTransformer(checkpoint["config"])
-        load_weights(again, checkpoint[key])
-        assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), saved.state_dict().values()))
+    saved = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    assert saved["config"] == model.cfg and saved["step"] == 7 and saved["seconds"] == 12.5
+    assert saved["args"] == {"lut": "tanh", "seed": 0, "min_lr": 0.1}
+    for key, original in [("model", model), ("ema", ema)]:
+        again = LUTTransformer(saved["config"])
+        load_weights(again, saved[key])
+        assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), original.state_dict().values()))
     assert not torch.equal(model.lut_head.lut, ema.lut_head.lut)  # so that the two slots cannot be swapped
     again_optimizer = torch.optim.AdamW(again.parameters())
-    again_optimizer.load_state_dict(checkpoint["optimizer"])
+    again_optimizer.load_state_dict(saved["optimizer"])
     for state, saved in zip(again_optimizer.state.values(), optimizer.state.values()):
         assert all(torch.equal(state[name], saved[name]) for name in ("step", "exp_avg", "exp_avg_sq"))
     assert len(again_optimizer.state) == len(list(model.parameters()))
-
-
-def test_checkpoint_from_before_min_lr_keeps_a_constant_lr(tmp_path):
-    small_checkpoint(tmp_path / "old.pt", args={"lut": "tanh", "seed": 0})
-    assert load_checkpoint(tmp_path / "old.pt")["args"] == {"min_lr": 1.0, "lut": "tanh", "seed": 0}
-
-
-def test_checkpoint_from_before_seconds_has_none(tmp_path):
-    small_checkpoint(tmp_path / "old.pt")
-    old = torch.load(tmp_path / "old.pt", weights_only=False)
-    del old["seconds"]
-    torch.save(old, tmp_path / "old.pt")
-    assert load_checkpoint(tmp_path / "old.pt")["seconds"] is None
 
 
 def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
@@ -246,9 +233,9 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
     (tmp_path / "half.pt").write_bytes(whole[:len(whole) // 2])
     (tmp_path / "text.pt").write_text("not a checkpoint")
     torch.save([1, 2, 3], tmp_path / "list.pt")
-    checkpoint = torch.load(tmp_path / "good.pt", weights_only=False)
-    torch.save({k: v for k, v in checkpoint.items() if k != "optimizer"}, tmp_path / "partial.pt")
-    torch.save({**checkpoint, "config": {**checkpoint["config"], "colour": 3}}, tmp_path / "future.pt")
+    good = torch.load(tmp_path / "good.pt", weights_only=False)
+    torch.save({k: v for k, v in good.items() if k != "optimizer"}, tmp_path / "partial.pt")
+    torch.save({**good, "config": {**good["config"], "colour": 3}}, tmp_path / "future.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "out").mkdir()
     for name, message in [("missing.pt", "no checkpoint at .*missing.pt; train one first with: python train.py$"),
@@ -279,40 +266,3 @@ def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(Exception):
         save_atomically({"step": 2, "unpicklable": lambda: None}, tmp_path / "ckpt.pt")
     assert torch.load(tmp_path / "ckpt.pt") == {"step": 1}
-
-
-def fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, longest):
-    """A fake clock through train.py's loop from `step`, whose own picture and checkpoint are still to come
-    (train.py counts before them): {n: the seconds a run that stops at n takes}."""
-    clock, runs = elapsed, {}
-    for n in range(step, longest + 1):
-        clock += step_s if n > step else 0
-        runs[n] = clock + picture_s + save_s  # a run that stops at n: its picture and checkpoint, then the end
-        clock += (0 if n % sample_every else picture_s) + (0 if n % save_every else save_s)
-    return runs
-
-
-@pytest.mark.parametrize("budget,elapsed,step,step_s,picture_s,save_s,sample_every,save_every", [
-    (1800, 40, 25, 0.5, 20, 0.3, 500, 500),  # the tiny preset on a CPU: about 3,400 steps
-    (1800, 40, 25, 0.5, 20, 0.3, 100, 250),  # pictures and checkpoints out of step
-    (60, 10, 25, 1.0, 30, 1, 500, 500),  # room for steps, but the final picture must fit too
-    (100, 150, 25, 1.0, 5, 1, 500, 500),  # the budget is gone already: stop at once
-    (500, 0, 3000, 0.125, 7, 2, 1000, 1000),  # counted at a picture step; binary fractions: exact ties
-    (120, 100, 500, 1.0, 0, 10, 10**6, 500),  # counted at a checkpoint step: its checkpoint is still to come
-])
-def test_steps_within_a_budget_match_a_fake_clock(budget, elapsed, step, step_s, picture_s, save_s,
-                                                   sample_every, save_every):
-    n = steps_within(budget, elapsed, step, step_s, picture_s, save_s, sample_every, save_every)
-    runs = fake_clock_runs(elapsed, step, step_s, picture_s, save_s, sample_every, save_every, step + 20_000)
-    fitting = [m for m, seconds in runs.items() if seconds <= budget]
-    assert n == max(fitting, default=step)  # (no case ends within 5% after a picture: see the next test)
-    if fitting:  # the count is the last that fits: one more step goes over
-        assert runs[n] <= budget < runs[n + 1]
-
-
-def test_steps_within_a_budget_end_at_a_picture_rather_than_just_after_it():
-    # 1,010 steps fit: the last 10 would only redraw step 1,000's grid. 30 more are worth a grid.
-    assert steps_within(1010, 0, 0, 1.0, 0, 0, 500, 500) == 1000
-    assert steps_within(1030, 0, 0, 1.0, 0, 0, 500, 500) == 1030
-    assert steps_within(1010, 1000, 1000, 1.0, 0, 0, 500, 500) == 1000  # at the step itself, if need be
-    assert steps_within(1010, 1000, 1001, 1.0, 0, 0, 500, 500) == 1011  # but never back before it

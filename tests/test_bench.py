@@ -1,11 +1,10 @@
 """Tests for bench.py: its FLOP formula against PyTorch's FLOP counter, its training settings against
 train.py's, the fp32 path end to end, and loading the post's model from its file.
-Run: python -m pytest -q test_bench.py"""
+Run: python -m pytest -q tests/test_bench.py"""
 import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import EMA, GRAD_CLIP, WEIGHT_DECAY, counted_flops, flops_per_image, load_reference
+from conftest import ROOT
 from model import Config, LUTTransformer
 
 
@@ -35,7 +35,7 @@ def test_flop_formula_matches_a_flop_counter(lut):
 
 
 def test_bench_steps_with_train_pys_defaults():
-    help_text = " ".join(subprocess.run([sys.executable, "train.py", "--help"], cwd=Path(__file__).parent,
+    help_text = " ".join(subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT,
                                         capture_output=True, text=True).stdout.split())
     defaults = dict(re.findall(r"--(weight-decay|grad-clip|ema) [A-Z_]+ [^(]*\(default: ([^)]*)\)", help_text))
     assert {k: float(v) for k, v in defaults.items()} == {"weight-decay": WEIGHT_DECAY, "grad-clip": GRAD_CLIP,
@@ -44,7 +44,7 @@ def test_bench_steps_with_train_pys_defaults():
 
 def test_fp32_path_prints_every_figure(tmp_path):
     """The path of a CPU without native bf16: the fp32 peak alone, then the row, in seconds."""
-    result = subprocess.run([sys.executable, str(Path(__file__).parent / "bench.py"), "--dtype", "fp32", "--lut",
+    result = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--dtype", "fp32", "--lut",
                              "tanh", "--device", "cpu", "--steps", "1", "--warmup", "0", "--sample-steps", "1",
                              "--json", "b.json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,7 @@ import torch
 
 from data import image_grid, toy_cats
 
-ROOT = Path(__file__).parent
+ROOT = Path(__file__).parent.parent  # the repository, where the scripts are
 TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
         "--log-every", "1", "--device", "cpu"]
 # torchrun with 2 processes; --standalone lets it take a free port itself (a port picked here and then

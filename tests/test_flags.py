@@ -2,7 +2,7 @@
 end the run at parse time with argparse's one line that names the flag, and accept its smallest valid
 value. The scripts run in this process (runpy), so no case pays for a fresh start of torch; "--help"
 after the flag stops any value that was wrongly accepted before it can train (exit 0: a failure).
-Run: python -m pytest -q test_flags.py"""
+Run: python -m pytest -q tests/test_flags.py"""
 import re
 import runpy
 import sys
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent
+ROOT = Path(__file__).parent.parent
 # The smallest valid value of each flag; None where no bound is included (any number above 0). Flags
 # with an upper bound give it as (low, high).
 FLAGS = {

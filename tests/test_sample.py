@@ -1,12 +1,13 @@
 """Tests for sample.py: its sampler's dtypes, and the command run as a user runs it, on checkpoints of
-models small enough that each command takes seconds (conftest.py). Run: python -m pytest -q test_sample.py"""
+models small enough that each command takes seconds (conftest.py). Run: python -m pytest -q tests/test_sample.py"""
 
 import pytest
 import torch
 
 from conftest import TINY, interrupted, run
 from data import image_grid, toy_cats
-from model import Config, LUTTransformer, sample, save_checkpoint
+from model import Config, LUTTransformer, checkpoint, sample
+from safety import save_atomically
 from sample import generate
 
 
@@ -77,8 +78,8 @@ def test_compare_cli(tmp_path):
             image_grid(image[None].float() / 127.5 - 1).save(tmp_path / name / f"{i}.png")
     torch.manual_seed(0)
     model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
-    save_checkpoint(tmp_path / "ckpt.pt", model, model, torch.optim.AdamW(model.parameters()), [], 0, 0.0,
-                    {"data": "train", "seed": 0, "t_sampling": "logit-normal"})
+    save_atomically(checkpoint(model, model, torch.optim.AdamW(model.parameters()), [], 0, 0.0,
+                               {"data": "train", "seed": 0, "t_sampling": "logit-normal"}), tmp_path / "ckpt.pt")
     result = run("sample.py", "ckpt.pt", "--compare", "real", "--steps", 2, "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "samples are compared" not in result.stdout  # n is half the 16 real images: every sample is compared

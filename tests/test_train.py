@@ -1,5 +1,5 @@
 """Tests for train.py, run as a user runs it: in subprocesses, on the CPU, with a model small enough
-that each command takes seconds (conftest.py). Run: python -m pytest -q test_train.py"""
+that each command takes seconds (conftest.py). Run: python -m pytest -q tests/test_train.py"""
 import math
 import os
 import re
@@ -141,7 +141,6 @@ def test_full_disk_for_a_picture_stops_cleanly(tmp_path, cats):
 @pytest.mark.parametrize("name,nth,flags,step,error,problem,fix", [
     ("log.csv", 1, ["--steps", 4], 0, "ENOSPC", "No space left on device", "Free some space"),  # before step 1
     ("log.csv", 3, ["--steps", 4], 2, "ENOSPC", "No space left on device", "Free some space"),  # a row per step
-    ("ckpt.pt.timing", 1, ["--minutes", 0.01], 25, "ENOSPC", "No space left on device", "Free some space"),
     ("log.csv", 3, ["--steps", 4], 2, "EACCES", "Permission denied", "Fix that"),  # not the disk: no advice on space
 ])
 def test_a_failed_write_of_any_file_stops_in_one_line(tmp_path, cats, name, nth, flags, step, error, problem, fix):
@@ -297,7 +296,7 @@ def test_compile_trains_as_the_eager_model_does_and_needs_a_cpp_compiler(tmp_pat
 def test_resume_refuses_another_variant_and_a_finished_run(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--lut", "dynamic", "--steps", 1, cwd=tmp_path).returncode == 0
     for flags, message in [(["--lut", "softmax"], "was trained with --lut dynamic, not with --lut softmax"),
-                           (["--minutes", "5"], "was trained without --minutes, not with --minutes 5.0"),
+                           (["--batch-size", "8"], "was trained with --batch-size 4, not with --batch-size 8"),
                            ([], "is at step 1 of 1: nothing to train; give a larger --steps to go on")]:
         result = run("train.py", "--resume", *flags, cwd=tmp_path)
         assert result.returncode == 1

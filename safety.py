@@ -1,0 +1,197 @@
+"""Keeping a training run safe. A reader learning the model can skip this file; train.py imports it.
+
+    one run per folder       a lock on --out/.lock, and no new run over an earlier run's checkpoint
+    --resume                 the checkpoint's settings, of which only a few may change
+    Ctrl-C                   the first saves and stops at the next log line, a second quits at once
+    full disks               every file written atomically, and a failed write stops in one line
+    torchrun                 rank 0 alone writes and speaks; a problem on any rank stops them all
+"""
+import errno
+import io
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from model import load_checkpoint
+
+try:
+    import fcntl  # the folder's lock, on Linux and macOS
+except ImportError:  # Windows: no lock there, so nothing stops a second run in the same folder
+    fcntl = None
+
+ddp = "RANK" in os.environ  # launched by torchrun
+rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+master = rank == 0  # rank 0 alone logs, saves and says what went wrong
+TORCHRUN = "torchrun --standalone --nproc_per_node"  # =N: how the messages say to start N processes
+
+
+def fail(message):
+    """Stop before training, in one line. Under torchrun every rank meets the same problem; rank 0 says it."""
+    if master:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def save_atomically(obj, path, write=torch.save):
+    """write(obj, file) into a temp file beside path, then rename: a crash, Ctrl-C or a full disk never
+    leaves a half-written file, and the previous one stays whole until the new one is. A failed write
+    raises OSError (errno ENOSPC for a full disk), the temp file removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + f".tmp{os.getpid()}")
+    data = io.BytesIO()  # torch.save onto a full disk raises a RuntimeError without the errno; a plain write does not
+    write(obj, data)
+    try:
+        with open(temp, "wb") as file:
+            file.write(data.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())  # on the disk before the rename: after a power cut, the old file or the new
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def claim(out, resume):
+    """Refuse a new run over a checkpoint, and lock the folder for this run (rank 0, until its process ends)."""
+    if not resume and (Path(out) / "ckpt.pt").exists():
+        fail(f"{Path(out) / 'ckpt.pt'} holds an earlier run: continue it with --resume, or give a new run another --out")
+    if not (master and fcntl):
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    global lock_file  # kept open: the lock lasts as long as the file
+    lock_file = open(Path(out) / ".lock", "w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is training into {out}: let it finish (or stop it), or give this one another --out")
+    except OSError as e:  # a file system without locks (some network mounts)
+        print(f"warning: cannot lock {Path(out) / '.lock'} ({e.strerror}); nothing stops a second run in {out}")
+
+
+# A resume takes every setting from the checkpoint but these: NOT_KEPT belong to this start (a CUDA run may
+# resume on a CPU), and MAY_CHANGE stand unless given again; --steps or --minutes replaces the other.
+NOT_KEPT = {"out", "device", "dtype", "compile", "resume"}
+MAY_CHANGE = {"steps", "minutes", "log_every", "sample_every", "save_every"}
+
+
+def resume(parser, args):
+    """--resume: the checkpoint in --out, and the command line parsed again with its settings as defaults."""
+    path = Path(args.out) / "ckpt.pt"
+    try:
+        checkpoint = load_checkpoint(path)
+    except ValueError as e:
+        fail(e)
+    saved = {k: v for k, v in checkpoint["args"].items() if k not in NOT_KEPT}
+    if saved["data"] and not Path(saved["data"]).is_dir():  # else argparse would blame a --data never given
+        fail(f"{path} was trained on {saved['data']}, which is no folder from here: resume where the run began")
+    if args.steps or args.minutes:  # the run's new length
+        saved.update(steps=args.steps, minutes=args.minutes)
+    parser.set_defaults(**saved)
+    args = parser.parse_args()
+    for key, value in saved.items():
+        if key not in MAY_CHANGE and getattr(args, key) != value:
+            flag = "--" + key.replace("_", "-")
+            trained = f"with {flag} {value}" if value is not None else f"without {flag}"
+            fail(f"{path} was trained {trained}, not with {flag} {getattr(args, key)}: "
+                 f"drop {flag}, or use another --out for a new run")
+    if args.steps and args.steps <= checkpoint["step"]:
+        fail(f"{path} is at step {checkpoint['step']} of {args.steps}: nothing to train; give a larger "
+             + ("--minutes" if args.minutes else "--steps") + " to go on")
+    if len(checkpoint["generators"]) != world:  # one random stream per process
+        n = len(checkpoint["generators"])
+        fail(f"{path} was trained by {n} process(es), not {world}: resume it with as many "
+             f"({TORCHRUN}={n}" + (", or no torchrun)" if n == 1 else ")"))
+    return checkpoint, args
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+# The first Ctrl-C sets `interrupted`; train.py saves at its next log step and stops. A second quits at
+# once. The handlers write with os.write: a print here could land inside one of the loop's prints.
+interrupted = False
+saved_step = None  # the step that ckpt.pt holds, for the second Ctrl-C's line
+resume_command = "python train.py --resume"
+
+
+def before_training(signum, frame):
+    """Ctrl-C during the setup: nothing is trained yet, so nothing to save, and no traceback."""
+    if master:
+        print("\ninterrupted before the first step: nothing to save", file=sys.stderr)  # \n: after any progress
+    sys.exit(130)
+
+
+def on_interrupt(signum, frame):
+    global interrupted
+    interrupted = True
+    signal.signal(signal.SIGINT, quit_unsaved)  # before the line, so that a quick second Ctrl-C finds it
+    if master:
+        os.write(1, b"\nCtrl-C: saving and stopping at the next log line; Ctrl-C again quits without saving\n")
+
+
+def quit_unsaved(signum, frame):
+    """A second Ctrl-C: stop at once, in one line, leaving the last checkpoint as it was."""
+    if master:
+        then = f"continue from step {saved_step} with: {resume_command}" if saved_step is not None \
+            else "nothing was saved"
+        os.write(2, f"\ninterrupted again: stopped without saving; {then}\n".encode())
+    sys.exit(130)
+
+
+# ----------------------------------------------------------------------------- writing, and stopping together
+def written(write, out, step):
+    """Call write(), which writes a file of the run in out at `step` (rank 0 only). Returns the line
+    saying what went wrong (a full disk, say), or None."""
+    try:
+        write()
+    except OSError as error:
+        kept, then = ((f"{Path(out) / 'ckpt.pt'} is intact, as it was last saved", "continue with --resume")
+                      if (Path(out) / "ckpt.pt").exists() else ("no checkpoint was saved yet", "start again"))
+        fix = "Free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "Fix that"
+        return f"cannot write to {out} at step {step}: {error.strerror or error}; stopped, and {kept}. " \
+               f"{fix}, then {then}"
+
+
+def save(path, step, model, generator, checkpoint_of):
+    """The checkpoint checkpoint_of(every rank's generator state) gives, written by rank 0. Returns the
+    line saying what went wrong, or None."""
+    global saved_step
+    states = [None] * world
+    if ddp:
+        dist.all_gather_object(states, generator.get_state())
+    else:
+        states = [generator.get_state()]
+    if not all(p.isfinite().all() for p in model.parameters()):
+        return f"the weights are no longer finite at step {step}; {path} is left as it was"
+    if master:
+        problem = written(lambda: save_atomically(checkpoint_of(states), path), path.parent, step)
+        if problem:
+            return problem
+        print(f"saved {path} at step {step}", flush=True)
+    saved_step = step
+
+
+def stop_if(problem):
+    """Stop every process when any has a problem (a line, or None), with one line from rank 0. Under DDP
+    every rank calls this at the same steps: one that stopped alone would leave the others waiting."""
+    problems = [problem]
+    if ddp:
+        problems = [None] * world
+        dist.all_gather_object(problems, problem)
+    problem = next((p for p in problems if p), None)
+    if problem:
+        if master:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+        leave(1)
+
+
+def leave(code):
+    """End this process; under DDP every rank leaves the group together (a rank that tears down while
+    another still talks to it aborts Gloo)."""
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.exit(code)
