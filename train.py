@@ -202,6 +202,42 @@ def timed(kind, work):
     t_log += costs[kind]
 
 
+
+def log_line():
+    """Every --log-every steps: one sync of every rank (the loss and its t bins, Ctrl-C, rank 0's clock), the
+    log line and its row of log.csv. A budget run ends at the first line where its clock leaves it just time
+    to finish. Returns whether Ctrl-C stops the run here."""
+    global clock, margin, last, last_log, t_log
+    figures = [safety.interrupted, master * run_seconds(), master * (time.time() - t_log + 2 * sum(costs.values()))]
+    stats = torch.cat([loss_sum.view(1), bin_sums.flatten(), torch.tensor(figures, device=device)])
+    if safety.ddp:
+        dist.all_reduce(stats)
+    mean_loss = stats[0].item() / ((step - last_log) * world)
+    if not math.isfinite(mean_loss):  # the same on every rank, after the all-reduce
+        stop_if(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. Try a lower --lr, "
+                f"or --dtype fp32" + (", or --no-compile" if args.compile else ""))
+    per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS]  # nan for a t bin that drew no image
+    clock, margin = stats[-2:].tolist()
+    if budget and clock + margin >= budget:  # the end; the checkpoint keeps the run's length in steps,
+        args.steps, last = step, True  # so that a resume finds nothing left to train
+    img_s = args.batch_size * (step - last_log) / (time.time() - t_log)
+    lr = optimizer.param_groups[0]["lr"]
+    left = f"{clock / 60:.1f}/{args.minutes:g} min" if budget else \
+        f"{clock / 60:.1f} min, eta {(args.steps - step) * args.batch_size / img_s / 60:.1f} min"
+    log(f"step {step}{'' if budget else f'/{args.steps}'} | loss {mean_loss:.4f} | by t "
+        + " ".join("-" if math.isnan(v) else f"{v:.3f}" for v in per_bin.tolist())
+        + f" | lr {lr:.2e} | {img_s:.0f} img/s | {left}")
+    row = [step, mean_loss, *per_bin.tolist(), lr, img_s, clock / 60]
+    stop_if(written(lambda: append_row(out / "log.csv", row), out, step) if master else None)
+    loss_sum.zero_()
+    bin_sums.zero_()
+    last_log, t_log = step, time.time()
+    stopping = stats[-3].item() > 0 and not last  # in the last interval the run just ends
+    if stopping:
+        log(f"interrupted: saving and stopping; continue with: {safety.resume_command}")
+    return stopping
+
+
 safety.resume_command = (f"{safety.TORCHRUN}={world}" if safety.ddp else "python") + " train.py --resume" + (
     f" --out {args.out}" if args.out != "out" else "")
 signal.signal(signal.SIGINT, safety.on_interrupt)
@@ -209,18 +245,17 @@ stop_if(written(lambda: keep_up_to(out, step), out, step) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
 # A budget run goes by rank 0's clock, read at each log line, plus a margin: one more log interval, and twice
-# what a picture and a checkpoint cost (this step's, and the final step's). It ends at the first log line
-# where that reaches the budget, the last one that leaves it time to finish.
+# what a picture and a checkpoint cost (this step's, and the final step's).
 budget = 60 * args.minutes if args.minutes else None
 costs = {"picture": 0.0, "checkpoint": 0.0}  # seconds, as last measured
 clock, margin, done, last = run_seconds(), 0.0, 0.0, False
 local_batch = args.batch_size // world
 log(f"training {args.lut} head for {f'{args.minutes:g} min' if budget else f'{args.steps} steps'}, "
     f"batch {args.batch_size}, {args.dtype}{', compiled' if args.compile else ''}, on {device}")
-bin_sums = torch.zeros(2, BINS, device=device)  # (image MSE sum, count) per t bin since the last log
+bin_sums = torch.zeros(2, BINS, device=device)  # (image MSE sum, count) per t bin since the last log line
 loss_sum, last_log, t_log = torch.zeros((), device=device), step, time.time()
 while not last:
-    # how far the run is, 0 to 1 (a budget's: never back, as the margin wobbles)
+    # How far the run is, 0 to 1, for the learning rate (a budget's never goes back as its margin wobbles)
     done = max(done, (clock + margin) / budget) if budget else (step - args.warmup) / max(1, args.steps - 1 - args.warmup)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, done)
@@ -241,37 +276,7 @@ while not last:
     bins = (t * BINS).long().clamp(max=BINS - 1)  # (b,): which quarter of t each image was in
     bin_sums[0].index_add_(0, bins, per_image.detach())
     bin_sums[1].index_add_(0, bins, torch.ones_like(per_image))
-    stopping = False
-    if step % args.log_every == 0 or last:  # one sync per log line: losses, Ctrl-C and rank 0's clock
-        mine = [loss_sum.view(1), bin_sums.flatten(),
-                torch.tensor([safety.interrupted, master * run_seconds(),
-                              master * (time.time() - t_log + 2 * sum(costs.values()))])]
-        stats = torch.cat([v.to(device, torch.float32) for v in mine])
-        if safety.ddp:
-            dist.all_reduce(stats)
-        mean_loss = stats[0].item() / ((step - last_log) * world)
-        if not math.isfinite(mean_loss):  # the same on every rank, after the all-reduce
-            stop_if(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. Try a lower "
-                    f"--lr, or --dtype fp32" + (", or --no-compile" if args.compile else ""))
-        per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS]  # nan for a t bin that drew no image
-        clock, margin = stats[-2:].tolist()
-        if budget and clock + margin >= budget:  # the run ends here; the checkpoint keeps its length in steps,
-            args.steps, last = step, True  # so that a resume finds nothing left to train
-        stopping = stats[-3].item() > 0 and not last  # Ctrl-C; in the last interval the run just ends
-        img_s = args.batch_size * (step - last_log) / (time.time() - t_log)
-        lr = optimizer.param_groups[0]["lr"]
-        left = f"{clock / 60:.1f}/{args.minutes:g} min" if budget else \
-            f"{clock / 60:.1f} min, eta {(args.steps - step) * args.batch_size / img_s / 60:.1f} min"
-        log(f"step {step}{'' if budget else f'/{args.steps}'} | loss {mean_loss:.4f} | by t "
-            + " ".join("-" if math.isnan(v) else f"{v:.3f}" for v in per_bin.tolist())
-            + f" | lr {lr:.2e} | {img_s:.0f} img/s | {left}")
-        row = [step, mean_loss, *per_bin.tolist(), lr, img_s, clock / 60]
-        stop_if(written(lambda: append_row(out / "log.csv", row), out, step) if master else None)
-        loss_sum.zero_()
-        bin_sums.zero_()
-        last_log, t_log = step, time.time()
-        if stopping:
-            log(f"interrupted: saving and stopping; continue with: {safety.resume_command}")
+    stopping = (step % args.log_every == 0 or last) and log_line()  # Ctrl-C: save and stop at this step
     if step % args.sample_every == 0 or last or stopping:  # before stopping: a resume starts after this step
         timed("picture", pictures)
     if step % args.save_every == 0 or last or stopping:
