@@ -19,12 +19,13 @@ import torch
 from PIL import Image, ImageDraw, ImageSequence
 
 from data import image_grid, save_picture
-from quality import seam_ratio
+from quality import detail, seam_ratio
 from safety import save_atomically
 
 BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
 LOG_COLUMNS = ["step", "loss", *(f"mse_t{25 * i}-{25 * (i + 1)}" for i in range(BINS)), "lr", "img_per_s", "minutes"]
-LUT_COLUMNS = ["step", "entries_in_use", "effective_entries", "mean_abs_cos", "seam_ratio", "cos_between_images"]
+LUT_COLUMNS = ["step", "entries_in_use", "effective_entries", "mean_abs_cos", "seam_ratio", "cos_between_images",
+               "detail_64px"]
 
 
 def write_csv(rows, file):
@@ -181,19 +182,22 @@ def lut_figures(weights, lut):
             "between": off_diagonal_mean(cosines(lut.transpose(0, 1))) if lut.dim() == 5 else None}
 
 
-def record_pictures(out, step, samples, weights, luts):
+def record_pictures(out, step, samples, weights, luts, real):
     """The picture step: the grid of samples (64, 3, 64, 64), lut.png and gram.png (the first sample's LUT if
     dynamic; entries by usage, most used first) from the head's weights (64, 64, K) and LUT(s) as the last
-    sampling step painted them, the figures of lut_figures as a printed line and a lut.csv row; then the
-    grid becomes a frame of progress.gif and loss.png is redrawn."""
-    figures = {**lut_figures(weights, luts), "seams": seam_ratio(samples.cpu())}
+    sampling step painted them, the figures of lut_figures, the seam ratio and the samples' finest detail
+    over that of real training images (N, 3, 64, 64) as a printed line and a lut.csv row; then the grid
+    becomes a frame of progress.gif and loss.png is redrawn."""
+    figures = {**lut_figures(weights, luts), "seams": seam_ratio(samples.cpu()),
+               "detail": detail(samples.cpu())[0] / detail(real)[0]}
     lut = (luts[0] if luts.dim() == 5 else luts)[entry_usage(weights).argsort(descending=True)]  # (K, 3, 8, 8)
     print(f"lut: {figures['in_use']}/{len(lut)} entries in use, effective {figures['effective']:.1f}, "
-          f"mean |cos| {figures['cos']:.3f}, seam ratio {figures['seams']:.2f}"
+          f"mean |cos| {figures['cos']:.3f}, seam ratio {figures['seams']:.2f}, detail {figures['detail']:.2f}"
           + (f", cos between images {figures['between']:.3f}" if figures["between"] is not None else ""), flush=True)
     save_picture(image_grid(samples, ncol=8, scale=2, pad=2), out / f"samples_{step:06d}.png")
     save_picture(image_grid(lut_atlas(lut), ncol=math.ceil(math.sqrt(len(lut))), scale=4, pad=1), out / "lut.png")
     save_picture(image_grid(gram_image(lut), ncol=1, scale=max(1, 256 // len(lut))), out / "gram.png")
-    append_row(out / "lut.csv", [step, *(figures[k] for k in ("in_use", "effective", "cos", "seams", "between"))])
+    append_row(out / "lut.csv", [step, *(figures[k] for k in ("in_use", "effective", "cos", "seams", "between",
+                                                                "detail"))])
     save_frames(out, read_frames(out) + [captioned(image_grid(samples, ncol=8, pad=1), f"step {step}")])
     plot_losses(out)

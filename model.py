@@ -9,15 +9,14 @@ and t=0 pure noise, x_t = t x + (1 - t) noise; the network predicts the clean im
 (x-prediction, as in the post and in JiT).
 
 Also here, as in JiT's denoiser.py: the noise path, the training loss and the Heun sampler; at the
-end, the optimizer and checkpoints. Nothing to run: train.py, sample.py and bench.py import it.
+end, the optimizer and checkpoints. Nothing to run: train.py, sample.py and bench.py import it:
 
     from model import make_config, LUTTransformer
     model = LUTTransformer(make_config("tiny", "dynamic"))
     x_hat, lut = model(x_t, t)
 
-Initialisation: linear layers start as N(0, 0.02) with zero biases (nanoGPT), the LUT heads as
-lut.py says, and the score layer at exactly zero. So at step 0 every patch gives its entries equal
-weight: the softmax head paints the mean LUT pattern, the tanh and dynamic heads paint zero (mid-grey).
+Linear layers start as N(0, 0.02) with zero biases (nanoGPT), the score layer at zero: at step 0 the
+softmax head paints the mean LUT pattern, the tanh and dynamic heads mid-grey.
 """
 import math
 from dataclasses import asdict, dataclass, fields
@@ -173,7 +172,7 @@ class LUTTransformer(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        nn.init.zeros_(self.to_scores.weight)  # equal weights at the start (see docstring)
+        nn.init.zeros_(self.to_scores.weight)  # every entry weighs the same at the start
         # After the loop: the head initialises its own layers and LUT
         self.lut_head = make_head(cfg.lut, cfg.dict_size, cfg.width, cfg.static_tokens)
 
@@ -221,13 +220,10 @@ def add_noise(x, noise, t):
 
 
 def denoising_loss(model, x, t, noise, autocast, loss="v", gram=0.0):
-    """The training objective on clean images x (B, 3, 64, 64) at noise levels t (B,).
-
-    loss "x" is the post's MSE between x_hat and x. Loss "v" (JiT) weights it by 1/(1-t)^2: the
-    velocity of the path is (x - x_t)/(1 - t), so this is the MSE of the implied velocity, which
-    puts more weight on the nearly clean end; 1-t is clamped at 0.05 to keep the weight finite.
-    Returns the loss and each image's plain MSE (B,), which train.py reports per bin of t.
-    """
+    """The training objective on clean images x (B, 3, 64, 64) at noise levels t (B,). Loss "x" is the post's
+    MSE between x_hat and x. Loss "v" (JiT) weights it by 1/(1-t)^2: the velocity of the path is
+    (x - x_t)/(1 - t), so this is the MSE of the implied velocity (1-t clamped at 0.05 to keep it finite).
+    Returns the loss and each image's plain MSE (B,), which train.py reports per bin of t."""
     with autocast:
         x_hat, lut = model(add_noise(x, noise, t), t)
     per_image = (x_hat.float() - x).square().mean((1, 2, 3))  # the loss math runs in fp32
@@ -251,9 +247,8 @@ def sample(model, noise, steps, train_t_sampling, on_step=None):
     trained on, drawn as train_t_sampling says (draw_t; 0.74 for logit-normal); from there the last
     step, an Euler step with dt = 1 - t, lands on x_hat itself (one call): above that level the
     model has hardly seen data. The steps start from t = end * s^1.5 for s evenly spaced in [0, 1],
-    closer together near the noise, where each sample's layout is decided.
-    on_step, if given, is called with x after every step (sample.py keeps a GIF's frames so).
-    """
+    closer together near the noise, where each sample's layout is decided. on_step, if given, is
+    called with x after every step (sample.py keeps a GIF's frames so)."""
     def predict(x, t):  # x_hat, in x's dtype (under autocast the model may answer in bf16)
         return model(x, torch.full((len(x),), t, device=x.device))[0].to(x.dtype)
 

@@ -9,6 +9,9 @@
     real images the model never saw.
   * seam_ratio: how much the 8x8 patch grid shows. Neighbouring pixels on either side of a patch
     border against neighbouring pixels inside a patch; about 1 for photos, large for a patchwork.
+  * detail and colour: what that SWD cannot see, since it normalises each set by its own statistics:
+    the rms of each Laplacian level (blur lowers the finest), the mean colour, and an SWD whose
+    descriptors share one normalisation across both sets.
 
 Images are float (N, 3, 64, 64) in [-1, 1]; training images uint8, as data.py stores them.
 Tests: python -m pytest -q test_quality.py
@@ -41,17 +44,18 @@ def laplacian_pyramid(images, levels=3):
     return pyramid
 
 
-def descriptors(level, ys, xs, size=7):
+def descriptors(level, ys, xs, size=7, like=None):
     """The size x size neighbourhoods at top-left corners (ys, xs), each (N, per_image), of the
     images of one pyramid level (N, 3, H, W), normalised per channel by the mean and std of this
-    set of neighbourhoods -> (N * per_image, 3 * size * size)."""
-    windows = level.unfold(2, size, 1).unfold(3, size, 1)  # all neighbourhoods, a view: (N, 3, H', W', 7, 7)
-    windows = windows.permute(0, 2, 3, 1, 4, 5)  # (N, H', W', 3, 7, 7)
-    # image i's neighbourhoods at corners (ys[i], xs[i]): (N, per_image, 3, 7, 7)
-    picked = windows[torch.arange(len(level))[:, None], ys, xs]
-    picked = picked.flatten(0, 1)  # (N * per_image, 3, 7, 7)
-    picked = picked - picked.mean((0, 2, 3), keepdim=True)
-    return (picked / picked.std((0, 2, 3), keepdim=True).clamp_min(1e-8)).flatten(1)  # flat images: zeros
+    set of neighbourhoods, or of `like`'s at the same places -> (N * per_image, 3 * size * size)."""
+    def neighbourhoods(x):  # image i's at corners (ys[i], xs[i]): (N * per_image, 3, 7, 7)
+        windows = x.unfold(2, size, 1).unfold(3, size, 1)  # all of them, a view: (N, 3, H', W', 7, 7)
+        return windows.permute(0, 2, 3, 1, 4, 5)[torch.arange(len(x))[:, None], ys, xs].flatten(0, 1)
+
+    picked = neighbourhoods(level)
+    reference = picked if like is None else neighbourhoods(like)
+    mean, std = reference.mean((0, 2, 3), keepdim=True), reference.std((0, 2, 3), keepdim=True)
+    return ((picked - mean) / std.clamp_min(1e-8)).flatten(1)  # flat images: zeros
 
 
 def sliced_wasserstein(a, b, generator, directions=128, repeats=4):
@@ -66,10 +70,11 @@ def sliced_wasserstein(a, b, generator, directions=128, repeats=4):
     return torch.stack(distances).mean().item()
 
 
-def swd(a, b, seed=0, per_image=128, size=7):
+def swd(a, b, seed=0, per_image=128, size=7, shared=False):
     """SWD x1e3 between two equally large image sets (N, 3, 64, 64) in [-1, 1] at each pyramid level
-    (64, 32, 16 pixels), as Karras et al. 2018 with their settings. Both sets take neighbourhoods at
-    the same random places, so that swd(a, b) = swd(b, a) and swd(a, a) = 0."""
+    (64, 32, 16 pixels), as Karras et al. 2018 with their settings; shared: one normalisation, b's, for
+    both sets' descriptors, so that a loss of contrast or a colour cast shows. Both sets take
+    neighbourhoods at the same random places, so that swd(a, a) = 0 (and swd(a, b) = swd(b, a) unshared)."""
     if len(a) != len(b):
         raise ValueError(f"SWD compares sets of equal size, not {len(a)} and {len(b)} images")
     generator = torch.Generator().manual_seed(seed)
@@ -77,9 +82,19 @@ def swd(a, b, seed=0, per_image=128, size=7):
     for level_a, level_b in zip(laplacian_pyramid(a.float()), laplacian_pyramid(b.float())):
         H, W = level_a.shape[2:]
         ys, xs = (torch.randint(side - size + 1, (len(a), per_image), generator=generator) for side in (H, W))
-        result.append(1e3 * sliced_wasserstein(descriptors(level_a, ys, xs, size),
+        result.append(1e3 * sliced_wasserstein(descriptors(level_a, ys, xs, size, level_b if shared else None),
                                                descriptors(level_b, ys, xs, size), generator))
     return result
+
+
+def detail(images, levels=3):
+    """The rms of each Laplacian detail level (64, 32, 16 pixels) of images (N, 3, 64, 64): a list."""
+    return [level.square().mean().sqrt().item() for level in laplacian_pyramid(images.float(), levels + 1)[:levels]]
+
+
+def mean_colour(images):
+    """The mean R, G and B of images (N, 3, H, W) in [-1, 1]: a list."""
+    return images.float().mean((0, 2, 3)).tolist()
 
 
 # ----------------------------------------------------------------------------- copying check
@@ -165,14 +180,27 @@ def compare(samples, real, train, seed=0, source="the real images"):
     real_a, real_b = (real[order[i * n:(i + 1) * n]].float() / 127.5 - 1 for i in range(2))
     samples = ((samples.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # as a PNG stores them
 
-    results = {"samples vs real": swd(samples, real_a, seed), "real vs real (floor)": swd(real_b, real_a, seed)}
-    print(f"sliced Wasserstein distance x1e3 (Karras et al. 2018), {n} vs {n} images, lower is better")
-    print(f"{'':22}{'64px':>8}{'32px':>8}{'16px':>8}{'mean':>8}")
-    for name, levels in results.items():
-        levels.append(sum(levels) / len(levels))
-        print(f"{name:22}" + "".join(f"{v:8.2f}" for v in levels))
-    # The mean column's ratio is that of the two means (the README's "SWD / floor"), not the mean of the ratios
-    print(f"{'ratio (1 is perfect)':22}" + "".join(f"{m / f:8.2f}" for m, f in zip(*results.values())))
+    for shared in (False, True):
+        results = {"samples vs real": swd(samples, real_a, seed, shared=shared),
+                   "real vs real (floor)": swd(real_b, real_a, seed, shared=shared)}
+        print(f"sliced Wasserstein distance x1e3 (Karras et al. 2018), {n} vs {n} images, lower is better"
+              if not shared else "the same with one normalisation, the real images', for both sets (sees blur and "
+                                 "colour casts)")
+        print(f"{'':22}{'64px':>8}{'32px':>8}{'16px':>8}{'mean':>8}")
+        for name, levels in results.items():
+            levels.append(sum(levels) / len(levels))
+            print(f"{name:22}" + "".join(f"{v:8.2f}" for v in levels))
+        # The mean column's ratio is that of the two means (the README's "SWD / floor"), not the mean of the ratios
+        print(f"{'ratio (1 is perfect)':22}" + "".join(f"{m / f:8.2f}" for m, f in zip(*results.values())))
+    real_detail = detail(real_a)
+    ratios = {name: [d / r for d, r in zip(detail(images), real_detail)] for name, images in
+              [("samples", samples), ("real", real_b)]}
+    print("detail, rms of the 64 / 32 / 16px Laplacian levels over the real images': "
+          + "   ".join(f"{name} " + " ".join(f"{v:.2f}" for v in values) for name, values in ratios.items()))
+    shifts = {name: [c - r for c, r in zip(mean_colour(images), mean_colour(real_a))] for name, images in
+              [("samples", samples), ("real", real_b)]}
+    print("mean colour R G B minus the real images': "
+          + "   ".join(f"{name} " + " ".join(f"{v:+.3f}" for v in values) for name, values in shifts.items()))
     print(f"seam ratio, 8x8 patch borders / inside patches: samples {seam_ratio(samples):.2f}   "
           f"real {seam_ratio(real_a):.2f}")
 

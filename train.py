@@ -159,6 +159,7 @@ if safety.ddp:
     train_model = DistributedDataParallel(train_model)
 autocast = autocast_for(device, args.dtype)
 fixed_noise = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(1234)).to(device)
+real_batch = images[:64].float() / 127.5 - 1  # the pictures' detail figure compares the samples with these
 
 
 def run_seconds():
@@ -184,7 +185,7 @@ def pictures():
     with autocast:
         samples = sample(ema, fixed_noise, SAMPLE_STEPS, args.t_sampling).clamp(-1, 1)
     hook.remove()
-    return written(lambda: record_pictures(out, step, samples, *painted["last"]), out, step)
+    return written(lambda: record_pictures(out, step, samples, *painted["last"], real_batch), out, step)
 
 
 def save():

@@ -1,12 +1,12 @@
 """Tests for quality.py, the figures of sample.py --compare: the sliced Wasserstein distance, the
-copying check and the seam ratio. CPU, about half a minute. Run: python -m pytest -q tests/test_quality.py"""
+figures that see blur and colour, the copying check and the seam ratio. CPU, about half a minute. Run: python -m pytest -q tests/test_quality.py"""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from data import toy_cats
 from lut import patchify, unpatchify
-from quality import blur, compare, copying_check, laplacian_pyramid, seam_ratio, swd
+from quality import blur, compare, copying_check, detail, laplacian_pyramid, mean_colour, seam_ratio, swd
 
 N = 64  # images per set: enough for stable figures, small enough for a fast test
 
@@ -52,6 +52,29 @@ def test_swd_is_symmetric_deterministic_and_zero_for_identical_sets(cats):
     assert max(swd(real_a, real_a.clone(), per_image=16)) < 1e-6 < min(a_b)
     with pytest.raises(ValueError, match="equal size"):
         swd(real_a, real_b[:-1])
+
+
+def test_detail_colour_and_shared_swd_see_blur_and_a_colour_cast_that_swd_cannot(cats):
+    """A blurred, a washed-out (lower contrast, brighter) and an unchanged copy of a real set, against
+    another real set: the per-set SWD hardly moves for the washed-out copy, as it normalises each set by
+    its own statistics; the detail ratio, the colour shift and the shared SWD each move the right way."""
+    real_a, real_b, _ = cats
+    blurred = blur(real_b)
+    washed = 0.7 * real_b + 0.2
+    floor = detail(real_a)
+    ratio = {name: [d / f for d, f in zip(detail(x), floor)] for name, x in
+             [("same", real_b), ("blurred", blurred), ("washed", washed)]}
+    assert all(0.85 < r < 1.15 for r in ratio["same"]), ratio
+    assert ratio["blurred"][0] < 0.5 * ratio["same"][0] and ratio["blurred"][2] < ratio["same"][2]  # finest first
+    assert all(r == pytest.approx(0.7 * s, rel=1e-4) for r, s in zip(ratio["washed"], ratio["same"]))
+    shift = [w - r for w, r in zip(mean_colour(washed), mean_colour(real_a))]
+    assert all(abs(s) < 0.1 for s in (a - b for a, b in zip(mean_colour(real_b), mean_colour(real_a))))
+    assert all(s > 0.1 for s in shift)  # mid-grey cats, lifted by 0.2 and pulled in by 0.7
+    plain, shared = swd(real_b, real_a), swd(real_b, real_a, shared=True)
+    assert sum(swd(washed, real_a)) < 1.2 * sum(plain)  # blind to it: each set normalised by its own figures
+    assert sum(swd(washed, real_a, shared=True)) > 2 * sum(shared)  # sees it
+    assert swd(blurred, real_a, shared=True)[0] > 2 * shared[0]
+    assert sum(swd(real_a, real_a.clone(), shared=True)) < 1e-5
 
 
 def test_copying_check_flags_copies_only(cats):
@@ -120,3 +143,5 @@ def test_compare_needs_two_samples_four_real_and_two_training_images(cats, capsy
     compare(cats[1][:2], uint8[:5], uint8, source="DIR")
     printed = capsys.readouterr().out
     assert "warning: with 2 images the SWD ratio leans towards 1; compare only figures of the same n" in printed
+    assert "one normalisation" in printed and "detail, rms of the 64 / 32 / 16px Laplacian levels" in printed
+    assert "mean colour R G B minus the real images': samples " in printed
