@@ -59,7 +59,8 @@ def save_atomically(obj, path, write=torch.save):
 def claim(out, resume):
     """Refuse a new run over a checkpoint, and lock the folder for this run (rank 0, until its process ends)."""
     if not resume and (Path(out) / "ckpt.pt").exists():
-        fail(f"{Path(out) / 'ckpt.pt'} holds an earlier run: continue it with --resume, or give a new run another --out")
+        fail(f"{Path(out) / 'ckpt.pt'} holds an earlier run: continue it with --resume, "
+             f"or give a new run another --out")
     if not (master and fcntl):
         return
     Path(out).mkdir(parents=True, exist_ok=True)

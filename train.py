@@ -66,7 +66,7 @@ arg("--warmup", type=number(int, 0), default=200, help="linear learning-rate war
 arg("--min-lr", type=number(float, 0, 1), default=0.1,
     help="the cosine ends at this fraction of --lr (default: %(default)s; 1 with --warmup 0: constant, as the post)")
 arg("--weight-decay", type=number(float, 0), default=1e-2, help="AdamW weight decay (default: %(default)s)")
-arg("--grad-clip", type=number(float, 0, low_allowed=False), default=1.0, help="max gradient norm (default: %(default)s)")
+arg("--grad-clip", type=number(float, 0, low_allowed=False), default=1.0, help="max gradient norm (default: 1.0)")
 arg("--ema", type=number(float, 0, 1), default=0.999, help="EMA decay of the sampling weights (default: %(default)s)")
 arg("--t-sampling", default="logit-normal", choices=["uniform", "logit-normal"],
     help="t drawn as sigmoid(N(-0.8, 0.8)) as in JiT, or uniformly as in the post (default: %(default)s)")
@@ -115,7 +115,8 @@ args.dtype = args.dtype or ("fp32" if fast_dtype(device) == "fp32" else saved["a
                             else fast_dtype(device))
 asked = args.compile  # --compile, --no-compile or None
 if asked is None:
-    args.compile = saved["args"]["compile"] if saved else (args.minutes or 0) >= COMPILE_MINUTES and compile_tested(device)
+    args.compile = saved["args"]["compile"] if saved else (args.minutes or 0) >= COMPILE_MINUTES and \
+        compile_tested(device)
 problem = compile_problem(device) if args.compile else None
 if problem and asked:
     fail(f"--compile: {problem}; drop --compile")
@@ -257,7 +258,8 @@ bin_sums = torch.zeros(2, BINS, device=device)  # (image MSE sum, count) per t b
 loss_sum, last_log, t_log = torch.zeros((), device=device), step, time.time()
 while not last:
     # How far the run is, 0 to 1, for the learning rate (a budget's never goes back as its margin wobbles)
-    done = max(done, (clock + margin) / budget) if budget else (step - args.warmup) / max(1, args.steps - 1 - args.warmup)
+    done = max(done, (clock + margin) / budget) if budget else \
+        (step - args.warmup) / max(1, args.steps - 1 - args.warmup)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, done)
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]

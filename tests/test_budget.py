@@ -18,8 +18,8 @@ def test_a_budget_ends_on_time_with_the_learning_rate_at_its_floor(tmp_path, cat
     """A 12 s budget whose pictures (about 1 s each here) are measured early, at step 100: the run ends
     within it, and the learning rate comes down to about its floor."""
     start = time.time()
-    result = run("train.py", *TINY, "--data", cats, "--minutes", 0.2, "--warmup", 5, "--lr", 0.01, "--sample-every", 100,
-                 cwd=tmp_path)
+    result = run("train.py", *TINY, "--data", cats, "--minutes", 0.2, "--warmup", 5, "--lr", 0.01,
+                 "--sample-every", 100, cwd=tmp_path)
     took = time.time() - start
     assert result.returncode == 0, result.stderr
     assert "training dynamic head for 0.2 min, batch 4" in result.stdout and ", compiled" not in result.stdout

@@ -1,5 +1,6 @@
 """Tests for quality.py, the figures of sample.py --compare: the sliced Wasserstein distance, the
-figures that see blur and colour, the copying check and the seam ratio. CPU, about half a minute. Run: python -m pytest -q tests/test_quality.py"""
+figures that see blur and colour, the copying check and the seam ratio. CPU, about half a minute.
+Run: python -m pytest -q tests/test_quality.py"""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -416,7 +416,7 @@ def test_logs_and_pictures_survive_a_resume_without_a_repeated_step(tmp_path, ca
     assert [row[0] for row in lut_rows] == [2, 4]
     for row, (in_use, K, effective, cos, seams, detail, between) in zip(lut_rows, lut_lines):  # the dynamic head's
         assert K == 64 and row[1:] == pytest.approx([in_use, effective, cos, seams, between, detail], abs=0.06)
-        assert 1 <= in_use <= 64 and 1 <= effective <= 64 and seams > 0 and detail >= 0  # an untrained model paints flat patches
+        assert 1 <= in_use <= 64 and 1 <= effective <= 64 and seams > 0 and detail >= 0  # 0: flat patches
     assert Image.open(out / "progress.gif").n_frames == 2  # steps 2 and 4, the frame of the lost step 4 gone
     assert Image.open(out / "loss.png").size == (720, 400)
 
