@@ -54,9 +54,10 @@ def test_a_resumed_budget_counts_the_minutes_before(tmp_path, cats):
     assert result.returncode == 0, result.stderr
     assert f"resuming from step {stopped['step']}" in result.stdout and "for 0.15 min" in result.stdout
     final = load(tmp_path / "out" / "ckpt.pt")
-    assert stopped["seconds"] < final["seconds"] <= 9 + 1
+    # Each resumed run's last picture (about 1 s) is its first, so no margin had its cost yet
+    assert stopped["seconds"] < final["seconds"] <= 9 + 2
     minutes = [float(row.split(",")[-1]) for row in (tmp_path / "out" / "log.csv").read_text().splitlines()[1:]]
-    assert minutes == sorted(minutes) and minutes[-1] <= 0.15 + 0.02  # one clock over both runs
+    assert minutes == sorted(minutes) and minutes[-1] <= 0.15 + 0.03  # one clock over both runs
 
     spent = run("train.py", "--resume", cwd=tmp_path)
     assert spent.returncode == 1 and spent.stderr.splitlines() == [
@@ -64,7 +65,7 @@ def test_a_resumed_budget_counts_the_minutes_before(tmp_path, cats):
         "to go on"]
     longer = run("train.py", "--resume", "--minutes", 0.25, cwd=tmp_path)
     assert longer.returncode == 0, longer.stderr
-    assert final["seconds"] + 3 < load(tmp_path / "out" / "ckpt.pt")["seconds"] <= 15 + 1
+    assert final["seconds"] + 3 < load(tmp_path / "out" / "ckpt.pt")["seconds"] <= 15 + 2
     steps = load(tmp_path / "out" / "ckpt.pt")["step"] + 5
     by_steps = run("train.py", "--resume", "--steps", steps, cwd=tmp_path)
     assert by_steps.returncode == 0, by_steps.stderr
