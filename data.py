@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.request
 import zlib
@@ -276,11 +277,15 @@ def output_folder(path):
     and its nearest existing folder must be writable."""
     place = Path(path)
     while not place.exists() and place != place.parent:
+        if place.is_symlink():
+            raise argparse.ArgumentTypeError(f"{path}: {place} links to {os.readlink(place)}, which is not there")
         place = place.parent
     if not place.is_dir():
         raise argparse.ArgumentTypeError(f"{path}: {place} is a file, not a folder")
-    if not os.access(place, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{path}: cannot write into {place} (permission denied)")
+    try:  # a file made and gone, not os.access: the error names the cause (no permission, a read-only disk)
+        tempfile.TemporaryFile(dir=place).close()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{path}: cannot write into {place} ({e.strerror or e})") from None
     return path
 
 
@@ -292,8 +297,13 @@ def output_file(path):
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{path}: no folder {folder}" if not folder.exists()
                                          else f"{path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{path}: cannot write into {folder} (permission denied)")
+    new = not Path(path).exists()
+    try:  # tried now, not after the work: a folder's permissions are not the whole story (/proc, read-only disks)
+        open(path, "a").close()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{path}: cannot write it ({e.strerror or e})") from None
+    if new:
+        os.unlink(path)
     return path
 
 

@@ -41,7 +41,7 @@ def read_csv(path):
         return []
     with open(path, newline="") as f:
         text = f.read()
-    rows = list(csv.reader(io.StringIO(text, newline="")))
+    rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]  # blank lines: an editor's
     return rows if text.endswith("\n") else rows[:-1]  # a last line without its newline was cut short
 
 

@@ -5,9 +5,13 @@ The defaults: CUDA, then Apple's MPS, then the CPU; bf16 where the hardware runs
 Ampere on, CPUs with AVX512-BF16 or AMX), fp32 elsewhere, where bf16 would be emulated and slower.
 """
 import argparse
+import logging
 from contextlib import nullcontext
 
 import torch
+
+# torch built for CUDA but run without a GPU says so when it compiles for the CPU; no CUDA code is built here
+logging.getLogger("torch.utils.cpp_extension").addFilter(lambda record: "No CUDA runtime" not in str(record.msg))
 
 
 def best_device():

@@ -309,8 +309,9 @@ def load_checkpoint(path):
     if not isinstance(saved, dict):
         raise ValueError(f"{not_ours}: it holds a {type(saved).__name__}")
     missing = [key for key in CHECKPOINT_KEYS if key not in saved]
-    if missing:
-        raise ValueError(f"{not_ours} (missing: {', '.join(missing)})")
+    read = {"data", "seed", "t_sampling", "dtype", "compile"}  # the settings that sample.py and --resume read
+    if missing or not (isinstance(saved["args"], dict) and read <= saved["args"].keys()):
+        raise ValueError(f"{not_ours} (missing: {', '.join(missing) or 'some of its args'})")
     try:
         saved["config"] = Config(**saved["config"])
     except (TypeError, ValueError) as e:

@@ -2,15 +2,18 @@
 
     one run per folder       a lock on --out/.lock, and no new run over an earlier run's checkpoint
     --resume                 the checkpoint's settings, of which only a few may change
-    Ctrl-C                   the first saves and stops at the next log line, a second quits at once
+    Ctrl-C, SIGTERM          the first saves and stops at the next log line, a second quits at once
     full disks               every file written atomically, and a failed write stops in one line
     torchrun                 rank 0 alone writes and speaks; a problem on any rank stops them all
+    out of memory            one line, naming the flags to lower
 """
 import errno
 import io
+import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,11 +32,25 @@ master = rank == 0  # rank 0 alone logs, saves and says what went wrong
 TORCHRUN = "torchrun --standalone --nproc_per_node"  # =N: how the messages say to start N processes
 
 
+def say(line):
+    """Rank 0's line of error. Under torchrun it goes into torchrun's own report, as the failure's root cause
+    (printed last, where torchrun's traceback cannot bury it); elsewhere to stderr."""
+    report = os.environ.get("TORCHELASTIC_ERROR_FILE")  # set by torchrun for each process
+    if master and report:
+        Path(report).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
+    elif master:
+        print(line, file=sys.stderr, flush=True)
+
+
 def fail(message):
     """Stop before training, in one line. Under torchrun every rank meets the same problem; rank 0 says it."""
-    if master:
-        print(f"error: {message}", file=sys.stderr)
+    say(f"error: {message}")
     sys.exit(1)
+
+
+def say_once(parser):
+    """argparse's one line of error, said by rank 0 alone under torchrun."""
+    parser.error = lambda message: (say(f"{parser.prog}: error: {message}"), sys.exit(2))
 
 
 def save_atomically(obj, path, write=torch.save):
@@ -56,14 +73,24 @@ def save_atomically(obj, path, write=torch.save):
         raise
 
 
-def claim(out, resume):
-    """Refuse a new run over a checkpoint, and lock the folder for this run (rank 0, until its process ends)."""
+def claim(out, resume, data):
+    """Refuse a new run over a checkpoint, or an --out that overlaps --data (the run's pictures would become
+    training images); make the folder and lock it for this run (rank 0, until its process ends)."""
     if not resume and (Path(out) / "ckpt.pt").exists():
         fail(f"{Path(out) / 'ckpt.pt'} holds an earlier run: continue it with --resume, "
              f"or give a new run another --out")
-    if not (master and fcntl):
+    if data and (Path(out).resolve().is_relative_to(Path(data).resolve())
+                 or Path(data).resolve().is_relative_to(Path(out).resolve())):
+        fail(f"--out {out} and --data {data} overlap: the run's pictures would be trained on; "
+             f"give an --out outside the data folder")
+    if not master:
         return
-    Path(out).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot make the folder {out} ({e.strerror or e}): give another --out")
+    if not fcntl:
+        return
     global lock_file  # kept open: the lock lasts as long as the file
     lock_file = open(Path(out) / ".lock", "w")
     try:
@@ -110,12 +137,18 @@ def resume(parser, args):
     return checkpoint, args
 
 
-# ----------------------------------------------------------------------------- Ctrl-C
+# ----------------------------------------------------------------------------- Ctrl-C and SIGTERM
 # The first Ctrl-C sets `interrupted`; train.py saves at its next log step and stops. A second quits at
-# once. The handlers write with os.write: a print here could land inside one of the loop's prints.
+# once. SIGTERM (what schedulers, `docker stop` and `timeout` send) does the same. The handlers write with
+# os.write: a print here could land inside one of the loop's prints.
 interrupted = False
 saved_step = None  # the step that ckpt.pt holds, for the second Ctrl-C's line
 resume_command = "python train.py --resume"
+
+
+def on_signals(handler):
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 def before_training(signum, frame):
@@ -128,13 +161,15 @@ def before_training(signum, frame):
 def on_interrupt(signum, frame):
     global interrupted
     interrupted = True
-    signal.signal(signal.SIGINT, quit_unsaved)  # before the line, so that a quick second Ctrl-C finds it
+    signal.signal(signum, quit_unsaved)  # before the line, so that a quick second one finds it
     if master:
-        os.write(1, b"\nCtrl-C: saving and stopping at the next log line; Ctrl-C again quits without saving\n")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        os.write(1, f"\n{name}: saving and stopping at the next log line; a second {name} quits without saving\n"
+                 .encode())
 
 
 def quit_unsaved(signum, frame):
-    """A second Ctrl-C: stop at once, in one line, leaving the last checkpoint as it was."""
+    """A second Ctrl-C (or SIGTERM): stop at once, in one line, leaving the last checkpoint as it was."""
     if master:
         then = f"continue from step {saved_step} with: {resume_command}" if saved_step is not None \
             else "nothing was saved"
@@ -149,11 +184,15 @@ def written(write, out, step):
     try:
         write()
     except OSError as error:
-        kept, then = ((f"{Path(out) / 'ckpt.pt'} is intact, as it was last saved", "continue with --resume")
-                      if (Path(out) / "ckpt.pt").exists() else ("no checkpoint was saved yet", "start again"))
         fix = "Free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "Fix that"
-        return f"cannot write to {out} at step {step}: {error.strerror or error}; stopped, and {kept}. " \
-               f"{fix}, then {then}"
+        return f"cannot write to {out} at step {step}: {error.strerror or error}; stopped, and {kept(out)}. " \
+               f"{fix}, then " + ("continue with --resume" if (Path(out) / "ckpt.pt").exists() else "start again")
+
+
+def kept(out):
+    """What a stopped run leaves behind."""
+    path = Path(out) / "ckpt.pt"
+    return f"{path} is intact, as it was last saved" if path.exists() else "no checkpoint was saved yet"
 
 
 def save(path, step, model, generator, checkpoint_of):
@@ -166,7 +205,7 @@ def save(path, step, model, generator, checkpoint_of):
     else:
         states = [generator.get_state()]
     if not all(p.isfinite().all() for p in model.parameters()):
-        return f"the weights are no longer finite at step {step}; {path} is left as it was"
+        return f"the weights are no longer finite at step {step}; stopped, and {kept(path.parent)}"
     if master:
         problem = written(lambda: save_atomically(checkpoint_of(states), path), path.parent, step)
         if problem:
@@ -184,9 +223,20 @@ def stop_if(problem):
         dist.all_gather_object(problems, problem)
     problem = next((p for p in problems if p), None)
     if problem:
-        if master:
-            print(f"error: {problem}", file=sys.stderr, flush=True)
+        say(f"error: {problem}")
         leave(1)
+
+
+def out_of_memory(kind, error, trace):
+    """Python's last word on an uncaught error; out of memory (a --batch-size or --width too large for the
+    machine) in one line that says what to lower."""
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error):
+        say("error: out of memory: lower --batch-size, or the model's --width or --depth")
+    else:
+        sys.__excepthook__(kind, error, trace)
+
+
+sys.excepthook = out_of_memory
 
 
 def leave(code):

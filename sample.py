@@ -127,7 +127,7 @@ def main():
     parser.add_argument("ckpt", help="checkpoint written by train.py, e.g. out/ckpt.pt")
     parser.add_argument("--n", type=number(int, 1, 99_999), help="number of images (default: 64; with --compare, "
                         "half the images of DIR, at most 1024)")
-    parser.add_argument("--steps", type=number(int, 1), default=SAMPLE_STEPS,
+    parser.add_argument("--steps", type=number(int, 1, 10_000), default=SAMPLE_STEPS,
                         help="sampling steps: Heun steps of two network calls, then one onto the prediction "
                         "(default: %(default)s)")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,

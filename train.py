@@ -22,7 +22,6 @@ import argparse
 import copy
 import math
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -82,18 +81,19 @@ arg("--compile", action=argparse.BooleanOptionalAction,
     help=f"torch.compile the model (default: for a budget of {COMPILE_MINUTES} minutes or more, on CUDA and x86 CPUs)")
 arg("--resume", action="store_true", help="continue --out/ckpt.pt; only the run's length, the intervals, "
     "--device, --dtype and --compile may change")
+safety.say_once(parser)
 args = parser.parse_args()
 if args.steps and args.minutes:
     fail("give --steps or --minutes, not both")
 
 # ----------------------------------------------------------------------------- setup
-signal.signal(signal.SIGINT, safety.before_training)
+safety.on_signals(safety.before_training)
 saved = None
 if args.resume:
     saved, args = safety.resume(parser, args)
 out = Path(args.out)
 ckpt_path = out / "ckpt.pt"
-safety.claim(out, args.resume)
+safety.claim(out, args.resume, args.data)
 device = torch.device(args.device or best_device())
 if safety.ddp:
     if device.type == "cuda":
@@ -216,7 +216,7 @@ def log_line():
         dist.all_reduce(stats)
     mean_loss = stats[0].item() / ((step - last_log) * world)
     if not math.isfinite(mean_loss):  # the same on every rank, after the all-reduce
-        stop_if(f"loss is {mean_loss} at step {step}; stopped, {ckpt_path} is left as it was. Try a lower --lr, "
+        stop_if(f"loss is {mean_loss} at step {step}; stopped, and {safety.kept(out)}. Try a lower --lr, "
                 f"or --dtype fp32" + (", or --no-compile" if args.compile else ""))
     per_bin = stats[1:1 + BINS] / stats[1 + BINS:1 + 2 * BINS]  # nan for a t bin that drew no image
     clock, margin = stats[-2:].tolist()
@@ -242,7 +242,7 @@ def log_line():
 
 safety.resume_command = (f"{safety.TORCHRUN}={world}" if safety.ddp else "python") + " train.py --resume" + (
     f" --out {args.out}" if args.out != "out" else "")
-signal.signal(signal.SIGINT, safety.on_interrupt)
+safety.on_signals(safety.on_interrupt)
 stop_if(written(lambda: keep_up_to(out, step), out, step) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
@@ -279,7 +279,7 @@ while not last:
     bins = (t * BINS).long().clamp(max=BINS - 1)  # (b,): which quarter of t each image was in
     bin_sums[0].index_add_(0, bins, per_image.detach())
     bin_sums[1].index_add_(0, bins, torch.ones_like(per_image))
-    stopping = (step % args.log_every == 0 or last) and log_line()  # Ctrl-C: save and stop at this step
+    stopping = (step % args.log_every == 0 or last) and log_line()  # Ctrl-C, SIGTERM: save and stop here
     if step % args.sample_every == 0 or last or stopping:  # before stopping: a resume starts after this step
         timed("picture", pictures)
     if step % args.save_every == 0 or last or stopping:

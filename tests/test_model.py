@@ -196,7 +196,7 @@ def test_tiny_model_overfits_a_batch(lut_name):
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1], len(losses))
 
 
-def small_checkpoint(path, args=None):
+def small_checkpoint(path):
     """A checkpoint of a small tanh model after one step, as train.py writes one; returns the model, the
     EMA model (the model before the step) and the optimizer."""
     model = LUTTransformer(small_config("tanh"))
@@ -204,7 +204,7 @@ def small_checkpoint(path, args=None):
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.randn(1, 3, 64, 64), torch.rand(1))[0].mean().backward()
     optimizer.step()  # an optimizer with state, and a model that differs from the EMA
-    args = {"lut": "tanh", "seed": 0, "min_lr": 0.1} if args is None else args
+    args = {"lut": "tanh", "seed": 0, "data": None, "t_sampling": "uniform", "dtype": "fp32", "compile": False}
     save_atomically(checkpoint(model, ema, optimizer, [torch.Generator().get_state()], 7, 12.5, args), path)
     return model, ema, optimizer
 
@@ -214,7 +214,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["ckpt.pt"]  # no temp file left behind
     saved = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     assert saved["config"] == model.cfg and saved["step"] == 7 and saved["seconds"] == 12.5
-    assert saved["args"] == {"lut": "tanh", "seed": 0, "min_lr": 0.1}
+    assert saved["args"]["t_sampling"] == "uniform"
     for key, original in [("model", model), ("ema", ema)]:
         again = LUTTransformer(saved["config"])
         load_weights(again, saved[key])
@@ -236,6 +236,9 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
     good = torch.load(tmp_path / "good.pt", weights_only=False)
     torch.save({k: v for k, v in good.items() if k != "optimizer"}, tmp_path / "partial.pt")
     torch.save({**good, "config": {**good["config"], "colour": 3}}, tmp_path / "future.pt")
+    torch.save({**good, "config": {**good["config"], "heads": 0}}, tmp_path / "no_heads.pt")  # edited by hand
+    torch.save({**good, "args": None}, tmp_path / "no_args.pt")
+    torch.save({**good, "args": {k: v for k, v in good["args"].items() if k != "t_sampling"}}, tmp_path / "old.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "out").mkdir()
     for name, message in [("missing.pt", "no checkpoint at .*missing.pt; train one first with: python train.py$"),
@@ -244,7 +247,9 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
                           ("half.pt", "cannot read .*; is the file complete"), ("empty.pt", "empty.pt is empty$"),
                           ("text.pt", "text.pt is not a checkpoint written by train.py$"),
                           ("list.pt", "not a checkpoint written by train.py: it holds a list$"),
-                          ("partial.pt", r"missing: optimizer\)"), ("future.pt", "cannot build .*colour")]:
+                          ("partial.pt", r"missing: optimizer\)"), ("future.pt", "cannot build .*colour"),
+                          ("no_heads.pt", "cannot build .*heads must be positive"),
+                          ("no_args.pt", r"missing: some of its args\)"), ("old.pt", r"missing: some of its args\)")]:
         with pytest.raises(ValueError, match=message) as error:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(error.value)

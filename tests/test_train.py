@@ -348,7 +348,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cats):
     good = (tmp_path / "out" / "ckpt.pt").read_bytes()
     result = run("train.py", "--resume", "--steps", 5, "--save-every", 1, cwd=tmp_path)
     assert result.returncode == 1
-    assert "left as it was" in result.stderr and "Traceback" not in result.stderr
+    assert "is intact, as it was last saved" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "out" / "ckpt.pt").read_bytes() == good
 
 

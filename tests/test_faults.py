@@ -1,0 +1,111 @@
+"""Faults that real runs meet, each tried as a user meets it: SIGTERM from a scheduler, errors under
+torchrun, an output folder inside the data, damaged checkpoints and log files, an output folder or file
+that cannot be made, a machine without the memory asked for. Each ends in one line, nothing lost.
+Run: python -m pytest -q tests/test_faults.py"""
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import DDP, ROOT, TINY, interrupted, load, run
+
+
+def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path, cats):
+    """What SLURM, `docker stop` and `timeout` send: the run saves at its next log line, and a resume
+    starts from there, losing no step."""
+    _, result = interrupted("train.py", *TINY, "--data", cats, "--steps", 1000, cwd=tmp_path, at="step 20 ",
+                            signals=[signal.SIGTERM])
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert "SIGTERM: saving and stopping at the next log line" in result.stdout
+    saved = load(tmp_path / "out" / "ckpt.pt")["step"]
+    logged = [int(line.split()[1].split("/")[0]) for line in result.stdout.splitlines() if line.startswith("step ")]
+    assert saved == logged[-1] > 20 and f"saved out/ckpt.pt at step {saved}" in result.stdout
+    resumed = run("train.py", "--resume", "--steps", saved + 1, cwd=tmp_path)
+    assert resumed.returncode == 0 and f"resuming from step {saved}" in resumed.stdout
+
+
+@pytest.mark.parametrize("flags, line", [
+    (["--lr", "nan"], "train.py: error: argument --lr: nan is not a number > 0"),
+    (["--batch-size", 3], "error: --batch-size 3 must be divisible by the 2 processes"),
+])
+def test_an_error_under_torchrun_is_said_once_at_the_end(tmp_path, cats, flags, line):
+    """torchrun prints a long traceback of its own when a process fails: the project's line goes into
+    its report, as the root cause, once."""
+    result = run("train.py", *TINY, "--data", cats, "--steps", 2, *flags, cwd=tmp_path, launcher=DDP)
+    printed = result.stdout + result.stderr
+    assert result.returncode != 0 and printed.count(line) == 1
+    assert printed.rindex(line) > printed.rindex("Traceback")  # after torchrun's traceback, not above it
+
+
+def test_an_output_folder_that_overlaps_the_data_is_refused(tmp_path, cats):
+    """The pictures of a run inside its data folder would be trained on by the next run."""
+    for data, out in [(cats, cats / "run"), (tmp_path / "out" / "cats", tmp_path / "out")]:
+        (tmp_path / "out" / "cats").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / "cats" / "0.png").write_bytes((cats / "0.png").read_bytes())
+        result = run("train.py", *TINY, "--data", data, "--out", out, "--steps", 1, cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.splitlines() == [
+            f"error: --out {out} and --data {data} overlap: the run's pictures would be trained on; "
+            "give an --out outside the data folder"]
+    assert not (cats / "run").exists() and sorted(p.name for p in cats.iterdir()) == [f"{i}.png" for i in range(8)]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: c["config"].update(heads=0), "describes a model this version cannot build"),
+    (lambda c: c["args"].pop("t_sampling"), "(missing: some of its args)"),
+    (lambda c: c["args"].pop("data"), "(missing: some of its args)"),
+    (lambda c: c.update(args=None), "(missing: some of its args)"),
+])
+def test_a_damaged_checkpoint_is_one_line_in_sample_and_resume(tmp_path, cats, damage, message):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
+    checkpoint = load(tmp_path / "out" / "ckpt.pt")
+    damage(checkpoint)
+    torch.save(checkpoint, tmp_path / "out" / "ckpt.pt")
+    for command in [("sample.py", "out/ckpt.pt"), ("train.py", "--resume", "--steps", 2)]:
+        result = run(*command, cwd=tmp_path)
+        assert result.returncode == 1 and len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+def test_output_places_that_cannot_be_made_are_refused_before_any_work(tmp_path, cats):
+    (tmp_path / "drive").symlink_to(tmp_path / "not_mounted")
+    result = run("train.py", *TINY, "--data", cats, "--out", "drive/run", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"train.py: error: argument --out: drive/run: drive links to {tmp_path / 'not_mounted'}, which is not there"]
+    result = run("train.py", *TINY, "--data", cats, "--out", "/proc/run", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.splitlines()[0].startswith("error: cannot make the folder /proc/run")
+    result = run("bench.py", "--json", "/proc/bench.json", cwd=tmp_path)  # before the benchmark, not after it
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.splitlines() == [
+        "bench.py: error: argument --json: /proc/bench.json: cannot write it (No such file or directory)"]
+
+
+def test_running_out_of_memory_is_one_line_that_names_the_flags(tmp_path, cats):
+    result = run("train.py", *TINY, "--data", cats, "--batch-size", 10**12, "--steps", 1, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: out of memory: lower --batch-size, or the model's --width or --depth"]
+    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0  # the folder still serves
+
+
+def test_a_blank_line_at_the_end_of_log_csv_does_not_block_a_resume(tmp_path, cats):
+    assert run("train.py", *TINY, "--data", cats, "--steps", 2, cwd=tmp_path).returncode == 0
+    with open(tmp_path / "out" / "log.csv", "a") as log:
+        log.write("\n")  # as an editor leaves it
+    result = run("train.py", "--resume", "--steps", 3, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps = [line.split(",")[0] for line in (tmp_path / "out" / "log.csv").read_text().splitlines()]
+    assert steps == ["step", "1", "2", "3"]
+
+
+def test_a_loss_gone_nan_before_any_checkpoint_says_so(tmp_path, cats):
+    result = run("train.py", *TINY, "--data", cats, "--steps", 5, "--warmup", 0, "--lr", 1e39, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "stopped, and no checkpoint was saved yet" in result.stderr and not (tmp_path / "out" / "ckpt.pt").exists()
+
+
+def test_a_cpu_only_torch_built_for_cuda_says_nothing_of_cuda():
+    """Such a torch logs "No CUDA runtime is found, using CUDA_HOME=..." when it compiles: nothing a CPU user
+    can act on. Other warnings of that logger still show."""
+    code = ("import logging, machine; log = logging.getLogger('torch.utils.cpp_extension'); "
+            "log.warning(\"No CUDA runtime is found, using CUDA_HOME='%s'\", '/usr/local'); log.warning('other')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "other\n"
