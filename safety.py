@@ -85,10 +85,7 @@ def claim(out, resume, data):
              f"give an --out outside the data folder")
     if not master:
         return
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        fail(f"cannot make the folder {out} ({e.strerror or e}): give another --out")
+    Path(out).mkdir(parents=True, exist_ok=True)
     if not fcntl:
         return
     global lock_file  # kept open: the lock lasts as long as the file

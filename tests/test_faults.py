@@ -15,7 +15,7 @@ from conftest import DDP, ROOT, TINY, interrupted, load, run
 def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path, cats):
     """What SLURM, `docker stop` and `timeout` send: the run saves at its next log line, and a resume
     starts from there, losing no step."""
-    _, result = interrupted("train.py", *TINY, "--data", cats, "--steps", 1000, cwd=tmp_path, at="step 20 ",
+    _, result = interrupted("train.py", *TINY, "--data", cats, "--steps", 1000, cwd=tmp_path, at="step 20/",
                             signals=[signal.SIGTERM])
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert "SIGTERM: saving and stopping at the next log line" in result.stdout
@@ -72,8 +72,9 @@ def test_output_places_that_cannot_be_made_are_refused_before_any_work(tmp_path,
     result = run("train.py", *TINY, "--data", cats, "--out", "drive/run", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.splitlines() == [
         f"train.py: error: argument --out: drive/run: drive links to {tmp_path / 'not_mounted'}, which is not there"]
-    result = run("train.py", *TINY, "--data", cats, "--out", "/proc/run", cwd=tmp_path)
-    assert result.returncode == 1 and result.stderr.splitlines()[0].startswith("error: cannot make the folder /proc/run")
+    result = run("train.py", *TINY, "--data", cats, "--out", "/proc/run", cwd=tmp_path)  # no folder can be made there
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "train.py: error: argument --out: /proc/run: cannot write into /proc (No such file or directory)"]
     result = run("bench.py", "--json", "/proc/bench.json", cwd=tmp_path)  # before the benchmark, not after it
     assert result.returncode == 2 and result.stdout == "" and result.stderr.splitlines() == [
         "bench.py: error: argument --json: /proc/bench.json: cannot write it (No such file or directory)"]
@@ -108,4 +109,4 @@ def test_a_cpu_only_torch_built_for_cuda_says_nothing_of_cuda():
     code = ("import logging, machine; log = logging.getLogger('torch.utils.cpp_extension'); "
             "log.warning(\"No CUDA runtime is found, using CUDA_HOME='%s'\", '/usr/local'); log.warning('other')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0 and result.stderr == "other\n"
+    assert result.returncode == 0 and "CUDA" not in result.stderr and result.stderr.endswith("other\n")
