@@ -51,20 +51,24 @@ def test_an_output_folder_that_overlaps_the_data_is_refused(tmp_path, cats):
     assert not (cats / "run").exists() and sorted(p.name for p in cats.iterdir()) == [f"{i}.png" for i in range(8)]
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda c: c["config"].update(heads=0), "describes a model this version cannot build"),
-    (lambda c: c["args"].pop("t_sampling"), "(missing: some of its args)"),
-    (lambda c: c["args"].pop("data"), "(missing: some of its args)"),
-    (lambda c: c.update(args=None), "(missing: some of its args)"),
-])
-def test_a_damaged_checkpoint_is_one_line_in_sample_and_resume(tmp_path, cats, damage, message):
+def test_a_damaged_checkpoint_is_one_line_in_sample_and_resume(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
-    checkpoint = load(tmp_path / "out" / "ckpt.pt")
-    damage(checkpoint)
-    torch.save(checkpoint, tmp_path / "out" / "ckpt.pt")
-    for command in [("sample.py", "out/ckpt.pt"), ("train.py", "--resume", "--steps", 2)]:
-        result = run(*command, cwd=tmp_path)
+    for damage, message in [
+        (lambda c: c["config"].update(heads=0), "describes a model this version cannot build"),  # edited by hand
+        (lambda c: c["args"].pop("t_sampling"), "(missing: some of its args)"),
+        (lambda c: c.update(args=None), "(missing: some of its args)"),
+    ]:
+        checkpoint = load(tmp_path / "out" / "ckpt.pt")
+        damage(checkpoint)
+        torch.save(checkpoint, tmp_path / "ckpt.pt")
+        result = run("sample.py", "ckpt.pt", cwd=tmp_path)
         assert result.returncode == 1 and len(result.stderr.splitlines()) == 1 and message in result.stderr
+    checkpoint = load(tmp_path / "out" / "ckpt.pt")
+    checkpoint["args"].pop("data")
+    torch.save(checkpoint, tmp_path / "out" / "ckpt.pt")
+    result = run("train.py", "--resume", "--steps", 2, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: out/ckpt.pt is not a checkpoint written by train.py (missing: some of its args)"]
 
 
 def test_output_places_that_cannot_be_made_are_refused_before_any_work(tmp_path, cats):
@@ -84,7 +88,6 @@ def test_running_out_of_memory_is_one_line_that_names_the_flags(tmp_path, cats):
     result = run("train.py", *TINY, "--data", cats, "--batch-size", 10**12, "--steps", 1, cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.splitlines() == [
         "error: out of memory: lower --batch-size, or the model's --width or --depth"]
-    assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0  # the folder still serves
 
 
 def test_a_blank_line_at_the_end_of_log_csv_does_not_block_a_resume(tmp_path, cats):
