@@ -35,10 +35,12 @@ TORCHRUN = "torchrun --standalone --nproc_per_node"  # =N: how the messages say 
 def say(line):
     """Rank 0's line of error. Under torchrun it goes into torchrun's own report, as the failure's root cause
     (printed last, where torchrun's traceback cannot bury it); elsewhere to stderr."""
+    if not master:
+        return
     report = os.environ.get("TORCHELASTIC_ERROR_FILE")  # set by torchrun for each process
-    if master and report:
+    if report:
         Path(report).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
-    elif master:
+    else:
         print(line, file=sys.stderr, flush=True)
 
 
@@ -225,15 +227,12 @@ def stop_if(problem):
 
 
 def out_of_memory(kind, error, trace):
-    """Python's last word on an uncaught error; out of memory (a --batch-size or --width too large for the
-    machine) in one line that says what to lower."""
+    """train.py's sys.excepthook, Python's last word on an uncaught error: out of memory (a --batch-size or
+    --width too large for the machine) in one line that says what to lower."""
     if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error):
         say("error: out of memory: lower --batch-size, or the model's --width or --depth")
     else:
         sys.__excepthook__(kind, error, trace)
-
-
-sys.excepthook = out_of_memory
 
 
 def leave(code):

@@ -22,6 +22,7 @@ import argparse
 import copy
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -88,6 +89,7 @@ if args.steps and args.minutes:
 
 # ----------------------------------------------------------------------------- setup
 safety.on_signals(safety.before_training)
+sys.excepthook = safety.out_of_memory  # out of memory: one line naming the flags to lower
 saved = None
 if args.resume:
     saved, args = safety.resume(parser, args)

@@ -78,8 +78,9 @@ def test_compare_cli(tmp_path):
             image_grid(image[None].float() / 127.5 - 1).save(tmp_path / name / f"{i}.png")
     torch.manual_seed(0)
     model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
-    save_atomically(checkpoint(model, model, torch.optim.AdamW(model.parameters()), [], 0, 0.0,
-                               {"data": "train", "seed": 0, "t_sampling": "logit-normal", "dtype": "fp32", "compile": False}), tmp_path / "ckpt.pt")
+    args = {"data": "train", "seed": 0, "t_sampling": "logit-normal", "dtype": "fp32", "compile": False}
+    save_atomically(checkpoint(model, model, torch.optim.AdamW(model.parameters()), [], 0, 0.0, args),
+                    tmp_path / "ckpt.pt")
     result = run("sample.py", "ckpt.pt", "--compare", "real", "--steps", 2, "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "samples are compared" not in result.stdout  # n is half the 16 real images: every sample is compared
