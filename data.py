@@ -37,6 +37,7 @@ from toy_cats import draw_toy_cat
 
 SIZE = 64  # every image is SIZE x SIZE pixels
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+PICTURES = IMAGE_EXTENSIONS + (".gif",)  # what the commands write: what --data reads, and GIF
 CACHE_DIR = "data/cache"  # decoded images, relative to where a command runs
 DOWNLOAD_URL = "https://github.com/fferlito/Cat-faces-dataset/raw/master"  # holds dataset-part{1,2,3}.tar.gz
 
@@ -94,12 +95,14 @@ def unreadable_folder(error):
 
 
 def decode(file):
-    """An image file as SIZE x SIZE RGB bytes (pil_to_bytes), or None if it cannot be read or decoded."""
+    """An image file as SIZE x SIZE RGB bytes (pil_to_bytes), or a str saying why it cannot be used."""
     try:
         with Image.open(file) as image:
             return pil_to_bytes(image)  # decodes fully here, so a truncated file fails inside the try
+    except Image.DecompressionBombError:  # over Pillow's limit of about 179 Mpixels, a guard for the memory
+        return "too large"
     except Exception:  # Pillow raises many kinds (OSError, SyntaxError, ValueError...) for bad files
-        return None
+        return "unreadable"
 
 
 def load_folder(path, cache_dir=CACHE_DIR):
@@ -108,7 +111,7 @@ def load_folder(path, cache_dir=CACHE_DIR):
     The decoded tensor is cached in cache_dir under a hash of the folder and of every file's name,
     size and modification time, so any added, removed or changed file triggers a fresh decode, and so
     does a skipped file that can be read now (its permissions fixed, say); the folder's older cache
-    files go. Unreadable files are skipped, with a warning at every load. Nothing is ever written into
+    files go. Unreadable or too large files are skipped, with a warning at every load. Nothing is ever written into
     the folder itself.
     """
     folder = Path(path)
@@ -127,18 +130,18 @@ def load_folder(path, cache_dir=CACHE_DIR):
     for file in files:
         stat = file.stat()
         key.update(f"\n{file.relative_to(folder)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
-    cache_file = Path(cache_dir) / f"{place}-{key.hexdigest()[:16]}-v3.pt"  # v3: paths skipped
+    cache_file = Path(cache_dir) / f"{place}-{key.hexdigest()[:16]}-v4.pt"  # v4: why each file was skipped
     cached = read_cache(cache_file)
-    if cached is not None and not any(decode(folder / path) for path in cached["skipped"]):
+    if cached is not None and not any(isinstance(decode(folder / path), bytes) for path in cached["skipped"]):
         warn_skipped(cached["skipped"], folder)  # on every load: the files are still there
         return cached["images"]
 
-    raw, skipped = bytearray(), []
+    raw, skipped = bytearray(), {}  # skipped: path in the folder -> why
     show_progress = len(files) >= 1000
     for count, file in enumerate(files, 1):
         pixels = decode(file)
-        if pixels is None:
-            skipped.append(str(file.relative_to(folder)))
+        if isinstance(pixels, str):
+            skipped[str(file.relative_to(folder))] = pixels
         else:
             raw += pixels
         if show_progress and (count % 1000 == 0 or count == len(files)):
@@ -154,10 +157,11 @@ def load_folder(path, cache_dir=CACHE_DIR):
 
 
 def warn_skipped(skipped, folder):
-    """One line naming the unreadable files of folder (paths inside it), if any."""
+    """One line naming the files of folder that were skipped (a dict: path inside it -> why), if any."""
     if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} in {folder} "
-              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
+        named = [f"{path} ({why})" for path, why in list(skipped.items())[:3]]
+        print(f"warning: skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} in {folder}: "
+              f"{', '.join(named)}{', ...' if len(skipped) > 3 else ''}", file=sys.stderr)
 
 
 def get_batch(images, batch_size, generator, device):
@@ -308,14 +312,19 @@ def output_file(path):
 
 
 def picture(path):
-    """A `type=` for an image file to write: output_file, with a suffix that Pillow can save an RGB
-    picture as (it reads .psd, say, but cannot write it), tried on one pixel before any work."""
+    """A `type=` for an image file to write: output_file, in a format that keeps the whole RGB picture (.ico
+    would shrink it, .psd Pillow cannot write), tried on one pixel before any work (a Pillow without WebP)."""
     output_file(path)
+    suffix = Path(path).suffix.lower()
     try:
-        Image.new("RGB", (1, 1)).save(io.BytesIO(), Image.registered_extensions()[Path(path).suffix.lower()])
-    except (KeyError, OSError, ValueError):  # no such suffix, or no writer for it, or none for RGB
-        raise argparse.ArgumentTypeError(f"{path}: give a picture file name such as {Path(path).stem or 'x'}.png") \
-            from None
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), Image.registered_extensions()[suffix])
+        writes = suffix in PICTURES
+    except (KeyError, OSError, ValueError):  # no writer for it here
+        writes = False
+    if not writes:
+        stem = Path(path).stem if not Path(path).name.startswith(".") else "samples"  # ".png": a name without a stem
+        raise argparse.ArgumentTypeError(f"{path}: give a {', '.join(PICTURES[:-1])} or {PICTURES[-1]} file name, "
+                                         f"such as {Path(path).with_name(stem + '.png')}")
     return path
 
 

@@ -20,7 +20,6 @@ softmax head paints the mean LUT pattern, the tanh and dynamic heads mid-grey.
 """
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -287,44 +286,13 @@ def checkpoint(model, ema, optimizer, generators, step, seconds, args):
     return dict(zip(CHECKPOINT_KEYS, values))
 
 
-def load_checkpoint(path):
-    """A checkpoint written by train.py as a dict, its config as a Config. Raises ValueError, in one
-    line, for a missing, unreadable, truncated or foreign file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder: give the checkpoint in it, {path / 'ckpt.pt'}")
-    if not path.is_file():
-        out = path.parent  # train.py writes out/ckpt.pt
-        raise ValueError(f"no checkpoint at {path}; train one first with: python train.py"
-                         + (f" --out {out}" if path.name == "ckpt.pt" and out not in (Path("out"), Path(".")) else ""))
-    not_ours = f"{path} is not a checkpoint written by train.py"
-    with open(path, "rb") as file:
-        head = file.read(4)
-    if head != b"PK\x03\x04":  # torch.save writes a zip file
-        raise ValueError(not_ours if head else f"{path} is empty")
-    try:  # map_location: a CUDA-trained checkpoint loads anywhere
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # unreadable, truncated or corrupt
-        raise ValueError(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{not_ours}: it holds a {type(saved).__name__}")
-    missing = [key for key in CHECKPOINT_KEYS if key not in saved]
-    read = {"data", "seed", "t_sampling", "dtype", "compile"}  # the settings that sample.py and --resume read
-    if missing or not (isinstance(saved["args"], dict) and read <= saved["args"].keys()):
-        raise ValueError(f"{not_ours} (missing: {', '.join(missing) or 'some of its args'})")
-    try:
-        saved["config"] = Config(**saved["config"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path} describes a model this version cannot build ({e})") from None
-    return saved
-
-
 def load_weights(module, state_dict):
     """module.load_state_dict, with weights that do not fit (an older version of this file) as one line."""
     own = module.state_dict()
     differ = list(own.keys() ^ state_dict.keys()) + [k for k in own.keys() & state_dict.keys()
                                                      if own[k].shape != state_dict[k].shape]
     if differ:  # torch's own message lists every tensor, over many lines
-        raise ValueError(f"the checkpoint's weights do not fit this version of the model ({len(differ)} tensors "
-                         f"differ, e.g. {', '.join(sorted(differ)[:3])}); train a new one")
+        raise ValueError(f"the checkpoint's weights do not fit this version of the model ({len(differ)} "
+                         f"{'tensors differ' if len(differ) > 1 else 'tensor differs'}, e.g. "
+                         f"{', '.join(sorted(differ)[:3])}); train a new one")
     module.load_state_dict(state_dict)

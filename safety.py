@@ -6,6 +6,7 @@
     full disks               every file written atomically, and a failed write stops in one line
     torchrun                 rank 0 alone writes and speaks; a problem on any rank stops them all
     out of memory            one line, naming the flags to lower
+    damaged checkpoints      one line for a missing, unreadable, truncated or foreign file (load_checkpoint)
 """
 import errno
 import io
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model import load_checkpoint
+from model import CHECKPOINT_KEYS, Config
 
 try:
     import fcntl  # the folder's lock, on Linux and macOS
@@ -32,10 +33,10 @@ master = rank == 0  # rank 0 alone logs, saves and says what went wrong
 TORCHRUN = "torchrun --standalone --nproc_per_node"  # =N: how the messages say to start N processes
 
 
-def say(line):
-    """Rank 0's line of error. Under torchrun it goes into torchrun's own report, as the failure's root cause
-    (printed last, where torchrun's traceback cannot bury it); elsewhere to stderr."""
-    if not master:
+def say(line, any_rank=False):
+    """Rank 0's line of error (or, with any_rank, this rank's). Under torchrun it goes into torchrun's own report,
+    as the failure's root cause (printed last, where torchrun's traceback cannot bury it); elsewhere to stderr."""
+    if not (master or any_rank):
         return
     report = os.environ.get("TORCHELASTIC_ERROR_FILE")  # set by torchrun for each process
     if report:
@@ -70,8 +71,10 @@ def save_atomically(obj, path, write=torch.save):
             file.flush()
             os.fsync(file.fileno())  # on the disk before the rename: after a power cut, the old file or the new
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as e:
         temp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == str(temp):
+            e.filename = str(path)  # the messages name the file the user knows, not the temp file
         raise
 
 
@@ -98,6 +101,41 @@ def claim(out, resume, data):
         fail(f"another run is training into {out}: let it finish (or stop it), or give this one another --out")
     except OSError as e:  # a file system without locks (some network mounts)
         print(f"warning: cannot lock {Path(out) / '.lock'} ({e.strerror}); nothing stops a second run in {out}")
+
+
+def load_checkpoint(path):
+    """A checkpoint written by train.py as a dict, its config as a Config. Raises ValueError, in one
+    line, for a missing, unreadable, truncated or foreign file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give the checkpoint in it, {path / 'ckpt.pt'}")
+    if not path.is_file():
+        out = path.parent  # train.py writes out/ckpt.pt
+        raise ValueError(f"no checkpoint at {path}; train one first with: python train.py"
+                         + (f" --out {out}" if path.name == "ckpt.pt" and out not in (Path("out"), Path(".")) else ""))
+    not_ours = f"{path} is not a checkpoint written by train.py"
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError as e:  # no permission, a disk error
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    if head != b"PK\x03\x04":  # torch.save writes a zip file
+        raise ValueError(not_ours if head else f"{path} is empty")
+    try:  # map_location: a CUDA-trained checkpoint loads anywhere
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated or corrupt
+        raise ValueError(f"cannot read {path} as a checkpoint ({type(e).__name__}); is the file complete?") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{not_ours}: it holds a {type(saved).__name__}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in saved]
+    read = {"data", "seed", "t_sampling", "dtype", "compile"}  # the settings that sample.py and --resume read
+    if missing or not (isinstance(saved["args"], dict) and read <= saved["args"].keys()):
+        raise ValueError(f"{not_ours} (missing: {', '.join(missing) or 'some of its args'})")
+    try:
+        saved["config"] = Config(**saved["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} describes a model this version cannot build ({e})") from None
+    return saved
 
 
 # A resume takes every setting from the checkpoint but these: NOT_KEPT belong to this start (a CUDA run may
@@ -230,7 +268,7 @@ def out_of_memory(kind, error, trace):
     """train.py's sys.excepthook, Python's last word on an uncaught error: out of memory (a --batch-size or
     --width too large for the machine) in one line that says what to lower."""
     if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error):
-        say("error: out of memory: lower --batch-size, or the model's --width or --depth")
+        say("error: out of memory: lower --batch-size, or the model's --width or --depth", any_rank=True)
     else:
         sys.__excepthook__(kind, error, trace)
 

@@ -27,7 +27,8 @@ import quality
 from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
                   save_picture, toy_cats)
 from machine import autocast_for, available_device, best_device, fast_dtype
-from model import SAMPLE_STEPS, LUTTransformer, load_checkpoint, load_weights, sample
+from model import SAMPLE_STEPS, LUTTransformer, load_weights, sample
+from safety import load_checkpoint
 
 CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
 
@@ -107,7 +108,7 @@ def write(images, frames, out, png_dir, gif_path):
         Path(png_dir).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
             save_picture(image_grid(image[None]), Path(png_dir) / f"{i:05d}.png")
-        print(f"wrote {len(images)} images to {png_dir}/")
+        print(f"wrote {len(images)} image{'s' if len(images) > 1 else ''} to {png_dir}/")
     if frames is not None:
         # The first 16 images: the starting noise, then one frame per step.
         pictures = [image_grid(x, ncol=4, pad=2) for x in frames]

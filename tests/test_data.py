@@ -59,10 +59,20 @@ def test_load_folder_mixed_formats(tmp_path, capsys):
     wide = images[names.index("h_wide")]  # center crop keeps only the red middle, even at the edges
     assert (wide[0] > 200).all() and (wide[2] < 60).all()
     err = capsys.readouterr().err
-    assert "skipped 1 unreadable file in" in err and "c_corrupt.png" in err
+    assert f"skipped 1 file in {folder}: c_corrupt.png (unreadable)" in err
     assert torch.equal(data.load_folder(folder, tmp_path / "cache"), images)  # from the cache, which still
-    assert "skipped 1 unreadable file in" in capsys.readouterr().err  # names the skipped file
+    assert "c_corrupt.png (unreadable)" in capsys.readouterr().err  # names the skipped file
     assert not any(name.endswith(".pt") for name in os.listdir(folder))  # nothing written into the folder
+
+
+def test_a_too_large_image_is_called_so(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "a.png")
+    Image.new("RGB", (200, 200)).save(folder / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 40,000 pixels is then what 200 Mpixels is to Pillow
+    assert len(data.load_folder(folder, tmp_path / "cache")) == 1
+    assert capsys.readouterr().err.splitlines() == [f"warning: skipped 1 file in {folder}: big.png (too large)"]
 
 
 def test_missing_and_empty_folders(tmp_path):
@@ -100,7 +110,7 @@ def test_cache_is_used_then_invalidated(tmp_path, monkeypatch):
     [cache_file] = (tmp_path / "cache").glob("*.pt")
     cache_file.write_bytes(b"cut short")  # as a full disk leaves it: a miss
     real_decode = data.decode
-    monkeypatch.setattr(data, "decode", lambda file: None if file.name == "2.png" else real_decode(file))
+    monkeypatch.setattr(data, "decode", lambda file: "unreadable" if file.name == "2.png" else real_decode(file))
     assert torch.equal(data.load_folder(folder, tmp_path / "cache"), changed[:2]) and len(decoded) == 5
     monkeypatch.setattr(data, "decode", real_decode)  # 2.png readable again (its permissions fixed, say)
     assert torch.equal(data.load_folder(folder, tmp_path / "cache"), changed) and len(decoded) == 9

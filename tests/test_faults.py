@@ -2,27 +2,36 @@
 torchrun, an output folder inside the data, damaged checkpoints and log files, an output folder or file
 that cannot be made, a machine without the memory asked for. Each ends in one line, nothing lost.
 Run: python -m pytest -q tests/test_faults.py"""
+import argparse
+import errno
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
 
 from conftest import DDP, ROOT, TINY, interrupted, load, run
+from data import output_folder
 
 
-def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path, cats):
-    """What SLURM, `docker stop` and `timeout` send: the run saves at its next log line, and a resume
-    starts from there, losing no step."""
-    _, result = interrupted("train.py", *TINY, "--data", cats, "--steps", 1000, cwd=tmp_path, at="step 20/",
-                            signals=[signal.SIGTERM])
-    assert result.returncode == 130 and "Traceback" not in result.stderr
+@pytest.mark.parametrize("launcher", [(), DDP])
+def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path, cats, launcher):
+    """What SLURM, `docker stop` and `timeout` send, to the run or to torchrun: the run saves at its next log
+    line, and a resume starts from there, losing no step. The budget is one no clock can reach."""
+    _, result = interrupted("train.py", *TINY, "--data", cats, "--minutes", "1e307", "--no-compile", cwd=tmp_path,
+                            at="step 20 ", signals=[signal.SIGTERM], launcher=launcher)
+    if launcher:  # torchrun's own SIGTERM handler ends it with exit code 1 and a SignalException traceback
+        assert result.returncode == 1 and result.stderr.count("Traceback") == 1 and "SignalException" in result.stderr
+    else:
+        assert result.returncode == 130 and "Traceback" not in result.stderr
     assert "SIGTERM: saving and stopping at the next log line" in result.stdout
     saved = load(tmp_path / "out" / "ckpt.pt")["step"]
-    logged = [int(line.split()[1].split("/")[0]) for line in result.stdout.splitlines() if line.startswith("step ")]
+    logged = [int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("step ")]
     assert saved == logged[-1] > 20 and f"saved out/ckpt.pt at step {saved}" in result.stdout
-    resumed = run("train.py", "--resume", "--steps", saved + 1, cwd=tmp_path)
+    resumed = run("train.py", "--resume", "--steps", saved + 1, cwd=tmp_path, launcher=launcher)
     assert resumed.returncode == 0 and f"resuming from step {saved}" in resumed.stdout
 
 
@@ -82,6 +91,15 @@ def test_output_places_that_cannot_be_made_are_refused_before_any_work(tmp_path,
     result = run("bench.py", "--json", "/proc/bench.json", cwd=tmp_path)  # before the benchmark, not after it
     assert result.returncode == 2 and result.stdout == "" and result.stderr.splitlines() == [
         "bench.py: error: argument --json: /proc/bench.json: cannot write it (No such file or directory)"]
+
+
+def test_a_read_only_disk_is_called_so(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):  # what a folder on a read-only mount answers, even to root
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(argparse.ArgumentTypeError) as error:
+        output_folder(str(tmp_path / "run"))
+    assert str(error.value) == f"{tmp_path / 'run'}: cannot write into {tmp_path} (Read-only file system)"
 
 
 def test_running_out_of_memory_is_one_line_that_names_the_flags(tmp_path, cats):

@@ -61,15 +61,18 @@ def test_every_numeric_flag_is_in_the_table(script):
     assert numeric == set(FLAGS[script])
 
 
+PICTURES = "give a .png, .jpg, .jpeg, .webp, .bmp or .gif file name,"
+
+
 @pytest.mark.parametrize("script,argv,message", [
     ("train.py", ["--out", "afile/x"], "argument --out: afile/x: afile is a file, not a folder"),
     ("train.py", ["--out", "afile"], "argument --out: afile: afile is a file, not a folder"),
     ("data.py", ["--preview", "nowhere/x.png"], "argument --preview: nowhere/x.png: no folder nowhere"),
     ("data.py", ["--preview", "adir"], "argument --preview: adir is a folder; give a file name"),
-    ("data.py", ["--preview", "x.notapicture"],
-     "argument --preview: x.notapicture: give a picture file name such as x.png"),
-    ("data.py", ["--preview", "x.psd"], "argument --preview: x.psd: give a picture file name such as x.png"),
-    ("sample.py", ["--out", "x.xbm"], "argument --out: x.xbm: give a picture file name such as x.png"),  # no RGB
+    ("data.py", ["--preview", "x.notapicture"], f"argument --preview: x.notapicture: {PICTURES} such as x.png"),
+    ("data.py", ["--preview", "x.psd"], f"argument --preview: x.psd: {PICTURES} such as x.png"),  # Pillow reads it
+    ("sample.py", ["--out", "x.ico"], f"argument --out: x.ico: {PICTURES} such as x.png"),  # would be shrunk
+    ("sample.py", ["--out", ".png"], f"argument --out: .png: {PICTURES} such as samples.png"),  # no name
     ("data.py", ["--download", "afile"], "argument --download: afile: afile is a file, not a folder"),
     ("data.py", ["--data", "afile"], "argument --data: afile is a file, not a folder"),
     ("sample.py", ["--compare", "nowhere"], "argument --compare: no folder nowhere"),

@@ -11,8 +11,8 @@ import torch
 from lut import gram_penalty, patchify
 from machine import available_device, fast_dtype
 from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, checkpoint, defaults, denoising_loss,
-                   draw_t, load_checkpoint, load_weights, make_config, sample, t_quantile)
-from safety import save_atomically
+                   draw_t, load_weights, make_config, sample, t_quantile)
+from safety import load_checkpoint, save_atomically
 
 
 def small_config(lut, static_tokens=None):
@@ -253,16 +253,27 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=message) as error:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(error.value)
+    (tmp_path / "locked.pt").write_bytes(whole)
+    real_open = open  # as root, chmod 000 would not stop the read: the refusal is made up
+
+    def no_permission(file, *args, **kwargs):
+        if str(file).endswith("locked.pt"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", no_permission)
+    with pytest.raises(ValueError, match="cannot read .*locked.pt: Permission denied$"):
+        load_checkpoint(tmp_path / "locked.pt")
+    monkeypatch.undo()
     monkeypatch.chdir(tmp_path)  # a ckpt.pt here: train.py --out . would write its whole run here, so no hint
     with pytest.raises(ValueError, match="no checkpoint at ckpt.pt; train one first with: python train.py$"):
         load_checkpoint("ckpt.pt")
     model = LUTTransformer(small_config("dynamic"))
     old_dynamic = {**model.state_dict(), "lut_head.to_uv.bias": torch.zeros(48)}  # before the head lost its bias
-    with pytest.raises(ValueError, match=r"do not fit .*\(1 tensors differ, e.g. lut_head.to_uv.bias\)") as error:
+    with pytest.raises(ValueError, match=r"do not fit .*\(1 tensor differs, e.g. lut_head.to_uv.bias\)") as error:
         load_weights(model, old_dynamic)
     assert "\n" not in str(error.value)
     wider = {**model.state_dict(), "static": torch.zeros(1, 16, 65)}  # a tensor of another shape
-    with pytest.raises(ValueError, match=r"1 tensors differ, e.g. static\)"):
+    with pytest.raises(ValueError, match=r"1 tensor differs, e.g. static\)"):
         load_weights(model, wider)
 
 
@@ -271,3 +282,9 @@ def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(Exception):
         save_atomically({"step": 2, "unpicklable": lambda: None}, tmp_path / "ckpt.pt")
     assert torch.load(tmp_path / "ckpt.pt") == {"step": 1}
+
+
+def test_a_failed_write_names_the_file_not_its_temp_file():
+    with pytest.raises(OSError) as error:  # /proc takes no new files, even from root
+        save_atomically({"step": 1}, "/proc/lutcats.pt")
+    assert error.value.filename == "/proc/lutcats.pt"
