@@ -247,8 +247,9 @@ def save(path, step, model, generator, checkpoint_of):
         problem = written(lambda: save_atomically(checkpoint_of(states), path), path.parent, step)
         if problem:
             return problem
+    saved_step = step  # before the line: a Ctrl-C right after it must know the checkpoint is there
+    if master:
         print(f"saved {path} at step {step}", flush=True)
-    saved_step = step
 
 
 def stop_if(problem):
