@@ -29,11 +29,11 @@ def run(script, *args, cwd, launcher=(), env=None):
 
 
 def interrupted(script, *args, cwd, at, signals=(signal.SIGINT,), freeze=0, again_at=None, env=None, launcher=()):
-    """Run a project script as `run` does (launcher: under torchrun) until it prints a line that starts with `at`, then send it
-    `signals` in turn, waiting `freeze` seconds after a SIGSTOP (a machine busy elsewhere); with again_at,
-    one more SIGINT once it prints a line that starts with that. Returns what it printed up to the line
-    `at`, and the rest as a CompletedProcess. stderr goes to a file, not a pipe: a script that writes much
-    to it (compiler warnings) cannot block there; and a line that never comes fails in 5 minutes."""
+    """Run a project script as `run` does (launcher: under torchrun) until it prints a line that starts with `at`,
+    then send it `signals` in turn, waiting `freeze` seconds after a SIGSTOP (a machine busy elsewhere); with
+    again_at, one more SIGINT once it prints a line that starts with that. Returns what it printed up to the line
+    `at`, and the rest as a CompletedProcess. stderr goes to a file, not a pipe: a script that writes much to it
+    (compiler warnings) cannot block there; and a line that never comes fails in 5 minutes."""
     errors = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, *launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
                                stdout=subprocess.PIPE, stderr=errors, text=True)
