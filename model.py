@@ -192,22 +192,28 @@ class LUTTransformer(nn.Module):
 
 # ----------------------------------------------------------------------------- the noise path
 # JiT's logit-normal t = sigmoid(N(-0.8, 0.8)) leans towards the noisy end, where the layout of the
-# face is decided; the post draws t uniformly.
+# face is decided; the post draws t uniformly. The logit-normal almost never reaches t < 0.03, where the
+# sampler starts: untrained there, the model's first x_hat is too bright and every sample stays pale. So a
+# share of its draws is uniform over the noisiest tenth (docs/results.md).
 LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD = -0.8, 0.8
+NOISY_SHARE, NOISY_END = 0.05, 0.1
 
 
 def draw_t(n, how, generator):
     """n noise levels (n,) to train on, in [0, 1] (1 the clean image, 0 pure noise):
-    how = "uniform" (the post) or "logit-normal" (JiT)."""
+    how = "uniform" (the post) or "logit-normal" (JiT's, with NOISY_SHARE of them uniform in [0, NOISY_END])."""
     if how == "uniform":
         return torch.rand(n, generator=generator)
-    return torch.sigmoid(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * torch.randn(n, generator=generator))
+    t = torch.sigmoid(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * torch.randn(n, generator=generator))
+    noisy = NOISY_END * torch.rand(n, generator=generator)
+    return torch.where(torch.rand(n, generator=generator) < NOISY_SHARE, noisy, t)
 
 
-def t_quantile(how, q):
-    """The noise level below which a fraction q of draw_t(how) falls."""
+def sampling_end(how):
+    """The 99th percentile of draw_t(how): the noise level above which the model has seen little data."""
     if how == "uniform":
-        return q
+        return 0.99
+    q = (0.99 - NOISY_SHARE) / (1 - NOISY_SHARE)  # of the logit-normal draws (the noisy share lies below)
     z = torch.special.ndtri(torch.tensor(q, dtype=torch.float64)).item()  # the standard normal's q-quantile
     return 1 / (1 + math.exp(-(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * z)))
 
@@ -218,16 +224,21 @@ def add_noise(x, noise, t):
     return t * x + (1 - t) * noise
 
 
-def denoising_loss(model, x, t, noise, autocast, loss="v", gram=0.0):
+def denoising_loss(model, x, t, noise, autocast, loss="v", edges=1.0, gram=0.0):
     """The training objective on clean images x (B, 3, 64, 64) at noise levels t (B,). Loss "x" is the post's
     MSE between x_hat and x. Loss "v" (JiT) weights it by 1/(1-t)^2: the velocity of the path is
     (x - x_t)/(1 - t), so this is the MSE of the implied velocity (1-t clamped at 0.05 to keep it finite).
+    edges adds, weighted alike, the MSE of the error's differences between neighbouring pixels: a jump at
+    a patch border that the image lacks costs extra, so the 8x8 grid shows less (docs/results.md).
     Returns the loss and each image's plain MSE (B,), which train.py reports per bin of t."""
     with autocast:
         x_hat, lut = model(add_noise(x, noise, t), t)
-    per_image = (x_hat.float() - x).square().mean((1, 2, 3))  # the loss math runs in fp32
+    error = x_hat.float() - x  # the loss math runs in fp32: (B, 3, 64, 64)
+    per_image = error.square().mean((1, 2, 3))
+    across, down = error.diff(dim=3), error.diff(dim=2)  # (B, 3, 64, 63), (B, 3, 63, 64)
+    per_image_edges = across.square().mean((1, 2, 3)) + down.square().mean((1, 2, 3))
     weight = (1 - t).clamp_min(0.05).pow(-2) if loss == "v" else torch.ones_like(t)
-    total = (weight * per_image).mean()
+    total = (weight * (per_image + edges * per_image_edges)).mean()
     if gram:
         total = total + gram * gram_penalty(lut.float())
     return total, per_image
@@ -252,7 +263,7 @@ def sample(model, noise, steps, train_t_sampling, on_step=None):
         return model(x, torch.full((len(x),), t, device=x.device))[0].to(x.dtype)
 
     x = noise
-    end = t_quantile(train_t_sampling, 0.99)
+    end = sampling_end(train_t_sampling)
     times = (end * torch.linspace(0, 1, steps) ** 1.5).tolist()
     for t, t_next in zip(times[:-1], times[1:]):
         v = (predict(x, t) - x) / (1 - t)

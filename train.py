@@ -72,6 +72,8 @@ arg("--t-sampling", default="logit-normal", choices=["uniform", "logit-normal"],
     help="t drawn as sigmoid(N(-0.8, 0.8)) as in JiT, or uniformly as in the post (default: %(default)s)")
 arg("--loss", default="v", choices=["x", "v"],
     help="v: the image error weighted 1/(1-t)^2, the velocity's error (JiT); x: the post's plain MSE (default: v)")
+arg("--edges", type=number(float, 0), default=1.0,
+    help="weight of the error of neighbouring pixels' differences in the loss (default: %(default)s; 0: as the post)")
 arg("--log-every", type=number(int, 1), default=10, help="steps between log lines (default: %(default)s)")
 arg("--sample-every", type=number(int, 1), default=500, help="steps between pictures (default: %(default)s)")
 arg("--save-every", type=number(int, 1), default=500, help="steps between checkpoints (default: %(default)s)")
@@ -267,7 +269,7 @@ while not last:
     x = get_batch(images, local_batch, generator, device)  # (b, 3, 64, 64) in [-1, 1]
     t = draw_t(local_batch, args.t_sampling, generator).to(device)  # (b,), before the noise: a resume replays both
     noise = torch.randn(x.shape, generator=generator).to(device)  # (b, 3, 64, 64)
-    loss, per_image = denoising_loss(train_model, x, t, noise, autocast, args.loss, args.gram)
+    loss, per_image = denoising_loss(train_model, x, t, noise, autocast, args.loss, args.edges, args.gram)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)

@@ -11,7 +11,7 @@ import torch
 from lut import gram_penalty, patchify
 from machine import available_device, fast_dtype
 from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, checkpoint, defaults, denoising_loss,
-                   draw_t, load_weights, make_config, sample, t_quantile)
+                   draw_t, load_weights, make_config, sample, sampling_end)
 from safety import load_checkpoint, save_atomically
 
 
@@ -112,6 +112,14 @@ def test_zero_init_starts_at_the_mean_pattern():
     assert torch.allclose(patchify(out)[0], lut.mean(0).expand(64, 3, 8, 8), atol=1e-6)
 
 
+def edge_error(error):
+    """The mean squared difference of horizontal, plus that of vertical, neighbours in one error (3, 64, 64),
+    as nested lists."""
+    across = [(error[c][y][x + 1] - error[c][y][x]) ** 2 for c in range(3) for y in range(64) for x in range(63)]
+    down = [(error[c][y + 1][x] - error[c][y][x]) ** 2 for c in range(3) for y in range(63) for x in range(64)]
+    return sum(across) / len(across) + sum(down) / len(down)
+
+
 @pytest.mark.parametrize("loss", ["x", "v"])
 def test_denoising_loss_against_a_slow_version(loss):
     torch.manual_seed(0)
@@ -119,14 +127,16 @@ def test_denoising_loss_against_a_slow_version(loss):
     t = torch.tensor([0.0, 0.5, 0.99])  # pure noise, halfway, and past the clamp of 1 - t at 0.05
     seen = []
     model = lambda x_t, t: seen.append(x_t) or (0.5 * x_t, lut)  # predicts half the noisy image
-    total, per_image = denoising_loss(model, x, t, noise, contextlib.nullcontext(), loss, gram=0.2)
+    total, per_image = denoising_loss(model, x, t, noise, contextlib.nullcontext(), loss, edges=0.3, gram=0.2)
+    edges = []
     for i in range(3):
         x_t = t[i].item() * x[i] + (1 - t[i].item()) * noise[i]
         assert torch.allclose(seen[0][i], x_t, atol=1e-6)
         assert per_image[i].item() == pytest.approx(((0.5 * x_t - x[i]) ** 2).mean().item(), rel=1e-5)
+        edges.append(edge_error((0.5 * x_t - x[i]).double().tolist()))
     weights = [1.0, 1 / 0.5 ** 2, 1 / 0.05 ** 2] if loss == "v" else [1.0, 1.0, 1.0]
-    expected = sum(w * p for w, p in zip(weights, per_image.tolist())) / 3 + 0.2 * gram_penalty(lut).item()
-    assert total.item() == pytest.approx(expected, rel=1e-5)
+    expected = sum(w * (p + 0.3 * e) for w, p, e in zip(weights, per_image.tolist(), edges)) / 3
+    assert total.item() == pytest.approx(expected + 0.2 * gram_penalty(lut).item(), rel=1e-5)
 
 
 def test_sampler_steps_to_the_99th_percentile_of_training_t_then_lands_on_the_prediction():
@@ -140,8 +150,8 @@ def test_sampler_steps_to_the_99th_percentile_of_training_t_then_lands_on_the_pr
     frames = []
     out = sample(Constant(), noise, steps=4, train_t_sampling="logit-normal", on_step=frames.append)
     assert len(frames) == 4 and torch.allclose(out, torch.full_like(out, 0.25))
-    end = t_quantile("logit-normal", 0.99)
-    assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3263)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_0.99)
+    end = sampling_end("logit-normal")
+    assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3073)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_(0.94 / 0.95))
     # t = end * s^1.5, s = 0, 1/3, 2/3, 1: each Heun step asks at both ends, then one call at the end.
     t1, t2 = end * (1 / 3) ** 1.5, end * (2 / 3) ** 1.5
     assert Constant.seen == pytest.approx([0, t1, t1, t2, t2, end, end])
@@ -157,19 +167,21 @@ def test_sampler_is_second_order():
         def forward(self, x, t):
             return 0.5 * x, None
     noise = torch.randn(2, 3, 64, 64, dtype=torch.float64)
-    end = t_quantile("logit-normal", 0.99)
+    end = sampling_end("logit-normal")
     exact = 0.5 * noise * (1 - end) ** 0.5  # the last call's prediction at t = end
     errors = [(sample(Linear(), noise, steps, "logit-normal") - exact).abs().max().item() for steps in (16, 32, 64)]
     assert errors[0] < 0.01 and 3.5 < errors[0] / errors[1] < 5 and 3.5 < errors[1] / errors[2] < 5
 
 
 @pytest.mark.parametrize("how", ["uniform", "logit-normal"])
-def test_t_quantile_matches_draw_t(how):
+def test_sampling_end_is_the_99th_percentile_of_draw_t(how):
     t = draw_t(200_000, how, torch.Generator().manual_seed(0))
     assert t.min() >= 0 and t.max() <= 1
-    for q in (0.1, 0.5, 0.99):
-        sampling_error = math.sqrt(q * (1 - q) / len(t))
-        assert (t < t_quantile(how, q)).float().mean().item() == pytest.approx(q, abs=4 * sampling_error)
+    sampling_error = math.sqrt(0.99 * 0.01 / len(t))
+    assert (t < sampling_end(how)).float().mean().item() == pytest.approx(0.99, abs=4 * sampling_error)
+    # The pure-noise end, where the sampler starts, is trained: 5% of 3/10 below t = 0.03 (uniform: 3%).
+    noisiest = (t < 0.03).float().mean().item()
+    assert noisiest == pytest.approx(0.03 if how == "uniform" else 0.05 * 0.3, abs=0.002)
 
 
 @pytest.mark.parametrize("lut_name", list(HEADS))
