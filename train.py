@@ -8,10 +8,11 @@ Usage:
     torchrun --standalone --nproc_per_node=4 train.py ...  # several GPUs (or CPU processes), DDP
 
 One training step: draw t in [0, 1] (JiT's logit-normal, leaning towards the noise), make
-x_t = t x + (1 - t) noise, predict x, take the loss (JiT's: the error of the implied velocity) plus
-the Gram penalty, clip gradients, step AdamW, update the EMA weights. The learning rate warms up,
-then follows a cosine to the end of the run: its last step, or the end of a --minutes budget, which
-the run reaches by the clock (pictures and checkpoints included) rather than by a step count.
+x_t = t x + (1 - t) noise, predict x, take the loss (JiT's: the error of the implied velocity, and
+of its differences between neighbouring pixels) plus the Gram penalty, clip gradients, step AdamW,
+update the EMA weights. The learning rate warms up, then follows a cosine to the end of the run: its
+last step, or the end of a --minutes budget, which the run reaches by the clock (pictures and
+checkpoints included) rather than by a step count.
 
 Written to --out (default out/): ckpt.pt every --save-every steps and at the end; log.csv, a row per
 log line; every --sample-every steps samples_000500.png (EMA weights, fixed noise), a frame of
@@ -69,7 +70,8 @@ arg("--weight-decay", type=number(float, 0), default=1e-2, help="AdamW weight de
 arg("--grad-clip", type=number(float, 0, low_allowed=False), default=1.0, help="max gradient norm (default: 1.0)")
 arg("--ema", type=number(float, 0, 1), default=0.999, help="EMA decay of the sampling weights (default: %(default)s)")
 arg("--t-sampling", default="logit-normal", choices=["uniform", "logit-normal"],
-    help="t drawn as sigmoid(N(-0.8, 0.8)) as in JiT, or uniformly as in the post (default: %(default)s)")
+    help="t drawn as sigmoid(N(-0.8, 0.8)) as in JiT (5%% uniform in [0, 0.1]), or uniformly as in the post "
+    "(default: %(default)s)")
 arg("--loss", default="v", choices=["x", "v"],
     help="v: the image error weighted 1/(1-t)^2, the velocity's error (JiT); x: the post's plain MSE (default: v)")
 arg("--edges", type=number(float, 0), default=1.0,

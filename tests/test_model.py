@@ -151,7 +151,7 @@ def test_sampler_steps_to_the_99th_percentile_of_training_t_then_lands_on_the_pr
     out = sample(Constant(), noise, steps=4, train_t_sampling="logit-normal", on_step=frames.append)
     assert len(frames) == 4 and torch.allclose(out, torch.full_like(out, 0.25))
     end = sampling_end("logit-normal")
-    assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3073)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_(0.94 / 0.95))
+    assert end == pytest.approx(1 / (1 + math.exp(0.8 - 0.8 * 2.3073)), abs=1e-4)  # sigmoid(-0.8 + 0.8 z_0.9895)
     # t = end * s^1.5, s = 0, 1/3, 2/3, 1: each Heun step asks at both ends, then one call at the end.
     t1, t2 = end * (1 / 3) ** 1.5, end * (2 / 3) ** 1.5
     assert Constant.seen == pytest.approx([0, t1, t1, t2, t2, end, end])
