@@ -15,8 +15,8 @@ ROOT = Path(__file__).parent.parent
 # with an upper bound give it as (low, high).
 FLAGS = {
     "train.py": {"--width": 1, "--depth": 1, "--heads": 1, "--dict-size": 2, "--static-tokens": 0, "--gram": 0,
-                 "--edges": 0, "--steps": 1, "--minutes": None, "--batch-size": 1, "--lr": None, "--warmup": 0, "--min-lr": (0, 1),
-                 "--weight-decay": 0, "--grad-clip": None, "--ema": (0, 1), "--log-every": 1,
+                 "--edges": 0, "--steps": 1, "--minutes": None, "--batch-size": 1, "--lr": None, "--warmup": 0,
+                 "--min-lr": (0, 1), "--weight-decay": 0, "--grad-clip": None, "--ema": (0, 1), "--log-every": 1,
                  "--sample-every": 1, "--save-every": 1, "--seed": (0, 2**32 - 1)},
     "sample.py": {"--n": (1, 99_999), "--steps": (1, 10_000), "--seed": (0, 2**32 - 1)},  # --png-dir's names: 5 digits
     "bench.py": {"--steps": 1, "--warmup": 0, "--sample-steps": 1, "--threads": 1},
