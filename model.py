@@ -197,6 +197,7 @@ class LUTTransformer(nn.Module):
 # share of its draws is uniform over the noisiest tenth (docs/results.md).
 LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD = -0.8, 0.8
 NOISY_SHARE, NOISY_END = 0.05, 0.1
+SAMPLING_TAIL = 1e-4  # 1 in 10,000 training draws of t lie above where the sampler's steps end
 
 
 def draw_t(n, how, generator):
@@ -210,10 +211,11 @@ def draw_t(n, how, generator):
 
 
 def sampling_end(how):
-    """The 99th percentile of draw_t(how): the noise level above which the model has seen little data."""
+    """The noise level that only SAMPLING_TAIL of draw_t(how) lies above (0.90 for logit-normal): the sampler's
+    Heun steps end there, as past it the model has seen too little data to step well (docs/results.md)."""
     if how == "uniform":
-        return 0.99
-    q = (0.99 - NOISY_SHARE) / (1 - NOISY_SHARE)  # of the logit-normal draws (the noisy share lies below)
+        return 1 - SAMPLING_TAIL
+    q = (1 - SAMPLING_TAIL - NOISY_SHARE) / (1 - NOISY_SHARE)  # of the logit-normal draws (the noisy share lies below)
     z = torch.special.ndtri(torch.tensor(q, dtype=torch.float64)).item()  # the standard normal's q-quantile
     return 1 / (1 + math.exp(-(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * z)))
 
@@ -253,8 +255,8 @@ def sample(model, noise, steps, train_t_sampling, on_step=None):
     velocity is v(x_t, t) = (x_hat - x_t) / (1 - t). An Euler step x <- x + v dt follows the
     velocity where it starts; Heun's step (as in EDM, Karras et al. 2022) takes that Euler step, asks
     the model again where it lands, and steps with the mean of the two velocities: second order, two
-    calls a step. The steps run from t=0 up to the 99th percentile of the noise levels the model was
-    trained on, drawn as train_t_sampling says (draw_t; 0.74 for logit-normal); from there the last
+    calls a step. The steps run from t=0 up to where only 1 in 10,000 of the noise levels the model was
+    trained on lies above, drawn as train_t_sampling says (draw_t; 0.90 for logit-normal); from there the last
     step, an Euler step with dt = 1 - t, lands on x_hat itself (one call): above that level the
     model has hardly seen data. The steps start from t = end * s^1.5 for s evenly spaced in [0, 1],
     closer together near the noise, where each sample's layout is decided. on_step, if given, is
