@@ -170,7 +170,7 @@ def test_sampler_is_second_order():
     end = sampling_end("logit-normal")
     exact = 0.5 * noise * (1 - end) ** 0.5  # the last call's prediction at t = end
     errors = [(sample(Linear(), noise, steps, "logit-normal") - exact).abs().max().item() for steps in (16, 32, 64)]
-    assert errors[0] < 0.01 and 3.5 < errors[0] / errors[1] < 5 and 3.5 < errors[1] / errors[2] < 5
+    assert errors[0] < 0.03 and 3.5 < errors[0] / errors[1] < 5 and 3.5 < errors[1] / errors[2] < 5
 
 
 @pytest.mark.parametrize("how", ["uniform", "logit-normal"])
