@@ -276,8 +276,8 @@ def out_of_memory(kind, error, trace):
 
 def leave(code):
     """End this process. Under DDP every rank leaves the group together (a rank that tears down while
-    another still talks to it aborts Gloo), then exits at once: about one run in 30, Python's own teardown
-    after the group was gone aborted rank 0 ("terminate called without an active exception", SIGABRT)."""
+    another still talks to it aborts Gloo), then exits at once: Python's own teardown, after the group is
+    gone, now and then aborted rank 0 ("terminate called without an active exception", SIGABRT)."""
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
