@@ -255,8 +255,8 @@ def sample(model, noise, steps, train_t_sampling, on_step=None):
     velocity is v(x_t, t) = (x_hat - x_t) / (1 - t). An Euler step x <- x + v dt follows the
     velocity where it starts; Heun's step (as in EDM, Karras et al. 2022) takes that Euler step, asks
     the model again where it lands, and steps with the mean of the two velocities: second order, two
-    calls a step. The steps run from t=0 up to where only 1 in 10,000 of the noise levels the model was
-    trained on lies above, drawn as train_t_sampling says (draw_t; 0.90 for logit-normal); from there the last
+    calls a step. The steps run from t=0 up to sampling_end(train_t_sampling), above which only SAMPLING_TAIL
+    of the noise levels the model was trained on lie (draw_t; 0.90 for logit-normal); from there the last
     step, an Euler step with dt = 1 - t, lands on x_hat itself (one call): above that level the
     model has hardly seen data. The steps start from t = end * s^1.5 for s evenly spaced in [0, 1],
     closer together near the noise, where each sample's layout is decided. on_step, if given, is
