@@ -9,7 +9,7 @@ and t=0 pure noise, x_t = t x + (1 - t) noise; the network predicts the clean im
 (x-prediction, as in the post and in JiT).
 
 Also here, as in JiT's denoiser.py: the noise path, the training loss and the Heun sampler; at the
-end, the optimizer and checkpoints. Nothing to run: train.py, sample.py and bench.py import it:
+end, the optimizer. Nothing to run: train.py, sample.py and bench.py import it:
 
     from model import make_config, LUTTransformer
     model = LUTTransformer(make_config("tiny", "dynamic"))
@@ -19,7 +19,7 @@ Linear layers start as N(0, 0.02) with zero biases (nanoGPT), the score layer at
 softmax head paints the mean LUT pattern, the tanh and dynamic heads mid-grey.
 """
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -280,32 +280,8 @@ def sample(model, noise, steps, train_t_sampling, on_step=None):
     return x
 
 
-# ----------------------------------------------------------------------------- optimizer and checkpoints
-CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "seconds", "config", "args")
-
-
+# ----------------------------------------------------------------------------- the optimizer
 def make_optimizer(model, lr, weight_decay, device):
     """AdamW with the post's betas, its update fused into one kernel where PyTorch has one."""
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
                              fused=device.type in ("cuda", "cpu"))
-
-
-def checkpoint(model, ema, optimizer, generators, step, seconds, args):
-    """All that a resumed run needs, as a dict under CHECKPOINT_KEYS: the weights, the EMA weights, the
-    optimizer, each process's random generator state, the step, the seconds the run has taken so far,
-    the model's Config and train.py's settings (a dict). train.py writes it with torch.save."""
-    values = (model.state_dict(), ema.state_dict(), optimizer.state_dict(), generators, step, seconds,
-              asdict(model.cfg), args)
-    return dict(zip(CHECKPOINT_KEYS, values))
-
-
-def load_weights(module, state_dict):
-    """module.load_state_dict, with weights that do not fit (an older version of this file) as one line."""
-    own = module.state_dict()
-    differ = list(own.keys() ^ state_dict.keys()) + [k for k in own.keys() & state_dict.keys()
-                                                     if own[k].shape != state_dict[k].shape]
-    if differ:  # torch's own message lists every tensor, over many lines
-        raise ValueError(f"the checkpoint's weights do not fit this version of the model ({len(differ)} "
-                         f"{'tensors differ' if len(differ) > 1 else 'tensor differs'}, e.g. "
-                         f"{', '.join(sorted(differ)[:3])}); train a new one")
-    module.load_state_dict(state_dict)

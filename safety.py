@@ -6,7 +6,8 @@
     full disks               every file written atomically, and a failed write stops in one line
     torchrun                 rank 0 alone writes and speaks; a problem on any rank stops them all
     out of memory            one line, naming the flags to lower
-    damaged checkpoints      one line for a missing, unreadable, truncated or foreign file (load_checkpoint)
+    checkpoints              all a resume needs (checkpoint); one line for a missing, unreadable, truncated
+                             or foreign file (load_checkpoint), or for weights that do not fit (load_weights)
 """
 import errno
 import io
@@ -15,12 +16,13 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from model import CHECKPOINT_KEYS, Config
+from model import Config
 
 try:
     import fcntl  # the folder's lock, on Linux and macOS
@@ -101,6 +103,30 @@ def claim(out, resume, data):
         fail(f"another run is training into {out}: let it finish (or stop it), or give this one another --out")
     except OSError as e:  # a file system without locks (some network mounts)
         print(f"warning: cannot lock {Path(out) / '.lock'} ({e.strerror}); nothing stops a second run in {out}")
+
+
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "seconds", "config", "args")
+
+
+def checkpoint(model, ema, optimizer, generators, step, seconds, args):
+    """All that a resumed run needs, as a dict under CHECKPOINT_KEYS: the weights, the EMA weights, the
+    optimizer, each process's random generator state, the step, the seconds the run has taken so far,
+    the model's Config and train.py's settings (a dict). train.py writes it with torch.save."""
+    values = (model.state_dict(), ema.state_dict(), optimizer.state_dict(), generators, step, seconds,
+              asdict(model.cfg), args)
+    return dict(zip(CHECKPOINT_KEYS, values))
+
+
+def load_weights(module, state_dict):
+    """module.load_state_dict, with weights that do not fit (an older version of model.py) as one line."""
+    own = module.state_dict()
+    differ = list(own.keys() ^ state_dict.keys()) + [k for k in own.keys() & state_dict.keys()
+                                                     if own[k].shape != state_dict[k].shape]
+    if differ:  # torch's own message lists every tensor, over many lines
+        raise ValueError(f"the checkpoint's weights do not fit this version of the model ({len(differ)} "
+                         f"{'tensors differ' if len(differ) > 1 else 'tensor differs'}, e.g. "
+                         f"{', '.join(sorted(differ)[:3])}); train a new one")
+    module.load_state_dict(state_dict)
 
 
 def load_checkpoint(path):

@@ -27,8 +27,8 @@ import quality
 from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
                   save_picture, toy_cats)
 from machine import autocast_for, available_device, best_device, fast_dtype
-from model import SAMPLE_STEPS, LUTTransformer, load_weights, sample
-from safety import load_checkpoint
+from model import SAMPLE_STEPS, LUTTransformer, sample
+from safety import load_checkpoint, load_weights
 
 CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
 

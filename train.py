@@ -37,9 +37,9 @@ import safety
 from data import get_batch, load_images, number, output_folder, training_folder
 from logbook import BINS, append_row, keep_up_to, record_pictures
 from machine import autocast_for, available_device, best_device, compile_problem, compile_tested, fast_dtype
-from model import (DEFAULT_HEAD, HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, checkpoint, defaults, denoising_loss,
-                   draw_t, load_weights, make_config, make_optimizer, sample)
-from safety import fail, master, rank, stop_if, world, written
+from model import (DEFAULT_HEAD, HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, defaults, denoising_loss, draw_t,
+                   make_config, make_optimizer, sample)
+from safety import checkpoint, fail, load_weights, master, rank, stop_if, world, written
 
 DEFAULT_MINUTES = 30  # on a CPU (or MPS) a run is a time budget; on CUDA the preset's steps, as the post
 COMPILE_MINUTES = 10  # a budget this long is compiled by default: 20-25 s of compiling pays for itself
@@ -216,7 +216,7 @@ def log_line():
     log line and its row of log.csv. A budget run ends at the first line where its clock leaves it just time
     to finish. Returns whether Ctrl-C stops the run here."""
     global clock, margin, last, last_log, t_log
-    figures = [safety.interrupted, master * run_seconds(), master * (time.time() - t_log + 2 * sum(costs.values()))]
+    figures = [safety.interrupted, master * run_seconds(), master * 2 * (time.time() - t_log + sum(costs.values()))]
     stats = torch.cat([loss_sum.view(1), bin_sums.flatten(), torch.tensor(figures, device=device)])
     if safety.ddp:
         dist.all_reduce(stats)
@@ -252,8 +252,8 @@ safety.on_signals(safety.on_interrupt)
 stop_if(written(lambda: keep_up_to(out, step), out, step) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
-# A budget run goes by rank 0's clock, read at each log line, plus a margin: one more log interval, and twice
-# what a picture and a checkpoint cost (this step's, and the final step's).
+# A budget run goes by rank 0's clock, read at each log line, plus a margin: twice what a log interval, a picture
+# and a checkpoint last cost (for this step's and the final step's; the next interval or picture may run slower).
 budget = 60 * args.minutes if args.minutes else None
 costs = {"picture": 0.0, "checkpoint": 0.0}  # seconds, as last measured
 clock, margin, done, last = run_seconds(), 0.0, 0.0, False

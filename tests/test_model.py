@@ -10,9 +10,9 @@ import torch
 
 from lut import gram_penalty, patchify
 from machine import available_device, fast_dtype
-from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, checkpoint, defaults, denoising_loss,
-                   draw_t, load_weights, make_config, sample, sampling_end)
-from safety import load_checkpoint, save_atomically
+from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, denoising_loss, draw_t,
+                   make_config, sample, sampling_end)
+from safety import checkpoint, load_checkpoint, load_weights, save_atomically
 
 
 def small_config(lut, static_tokens=None):

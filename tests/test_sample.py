@@ -6,8 +6,8 @@ import torch
 
 from conftest import TINY, interrupted, run
 from data import image_grid, toy_cats
-from model import Config, LUTTransformer, checkpoint, sample
-from safety import save_atomically
+from model import Config, LUTTransformer, sample
+from safety import checkpoint, save_atomically
 from sample import generate
 
 
