@@ -68,7 +68,8 @@ arg("--min-lr", type=number(float, 0, 1), default=0.1,
     help="the cosine ends at this fraction of --lr (default: %(default)s; 1 with --warmup 0: constant, as the post)")
 arg("--weight-decay", type=number(float, 0), default=1e-2, help="AdamW weight decay (default: %(default)s)")
 arg("--grad-clip", type=number(float, 0, low_allowed=False), default=1.0, help="max gradient norm (default: 1.0)")
-arg("--ema", type=number(float, 0, 1), default=0.999, help="EMA decay of the sampling weights (default: %(default)s)")
+arg("--ema", type=number(float, 0, 1), default=0.999,
+    help="EMA decay of the sampling weights, at most (1 + n)/(10 + n) at step n (default: %(default)s)")
 arg("--t-sampling", default="logit-normal", choices=["uniform", "logit-normal"],
     help="t drawn as sigmoid(N(-0.8, 0.8)) as in JiT (5%% uniform in [0, 0.1]), or uniformly as in the post "
     "(default: %(default)s)")
