@@ -37,7 +37,7 @@ def test_flop_formula_matches_a_flop_counter(lut):
 def test_bench_steps_with_train_pys_defaults():
     help_text = " ".join(subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT,
                                         capture_output=True, text=True).stdout.split())
-    defaults = dict(re.findall(r"--(weight-decay|grad-clip|ema) [A-Z_]+ [^(]*\(default: ([^)]*)\)", help_text))
+    defaults = dict(re.findall(r"--(weight-decay|grad-clip|ema) [A-Z_]+ .*?\(default: ([^)]*)\)", help_text))
     assert {k: float(v) for k, v in defaults.items()} == {"weight-decay": WEIGHT_DECAY, "grad-clip": GRAD_CLIP,
                                                           "ema": EMA}
 
