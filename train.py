@@ -217,7 +217,7 @@ def log_line():
     log line and its row of log.csv. A budget run ends at the first line where its clock leaves it just time
     to finish. Returns whether Ctrl-C stops the run here."""
     global clock, margin, last, last_log, t_log
-    figures = [safety.interrupted, master * run_seconds(), master * 2 * (time.time() - t_log + sum(costs.values()))]
+    figures = [safety.interrupted, master * run_seconds(), master * (2 * (time.time() - t_log + sum(costs.values())) + costs["picture"])]
     stats = torch.cat([loss_sum.view(1), bin_sums.flatten(), torch.tensor(figures, device=device)])
     if safety.ddp:
         dist.all_reduce(stats)
@@ -254,7 +254,8 @@ stop_if(written(lambda: keep_up_to(out, step), out, step) if master else None)
 
 # ----------------------------------------------------------------------------- training loop
 # A budget run goes by rank 0's clock, read at each log line, plus a margin: twice what a log interval, a picture
-# and a checkpoint last cost (for this step's and the final step's; the next interval or picture may run slower).
+# and a checkpoint last cost (this step's and the final step's), and one picture more, as pictures grow dearer
+# with the GIF and the loss plot, and a picture step can come just before the final one.
 budget = 60 * args.minutes if args.minutes else None
 costs = {"picture": 0.0, "checkpoint": 0.0}  # seconds, as last measured
 clock, margin, done, last = run_seconds(), 0.0, 0.0, False
