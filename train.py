@@ -217,7 +217,8 @@ def log_line():
     log line and its row of log.csv. A budget run ends at the first line where its clock leaves it just time
     to finish. Returns whether Ctrl-C stops the run here."""
     global clock, margin, last, last_log, t_log
-    figures = [safety.interrupted, master * run_seconds(), master * (2 * (time.time() - t_log + sum(costs.values())) + costs["picture"])]
+    ahead = 2 * (time.time() - t_log + sum(costs.values())) + costs["picture"]  # the margin (see the loop)
+    figures = [safety.interrupted, master * run_seconds(), master * ahead]
     stats = torch.cat([loss_sum.view(1), bin_sums.flatten(), torch.tensor(figures, device=device)])
     if safety.ddp:
         dist.all_reduce(stats)
