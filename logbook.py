@@ -58,8 +58,12 @@ def keep_up_to(out, step):
     for name, columns in [("log.csv", LOG_COLUMNS), ("lut.csv", LUT_COLUMNS)]:
         kept[name] = [row for row in read_csv(out / name)[1:] if int(row[0]) <= step]
         save_atomically([columns, *kept[name]], out / name, write=write_csv)
-    save_frames(out, read_frames(out)[:len(kept["lut.csv"])])  # one frame per lut.csv row
+    FRAMES[out] = read_frames(out)[:len(kept["lut.csv"])]  # one frame per lut.csv row
+    save_frames(out, FRAMES[out])
     plot_losses(out)
+
+
+FRAMES = {}  # out -> the frames of its progress.gif, read once by keep_up_to and then added to
 
 
 def read_frames(out):
@@ -67,7 +71,13 @@ def read_frames(out):
     if not (out / "progress.gif").exists():
         return []
     with Image.open(out / "progress.gif") as gif:
-        return [frame.convert("RGB") for frame in ImageSequence.Iterator(gif)]
+        return [gif_frame(frame) for frame in ImageSequence.Iterator(gif)]
+
+
+def gif_frame(picture):
+    """The picture in 256 colours, as a GIF holds it. Each frame is quantized once: progress.gif is written
+    whole at every picture step, and quantizing all the earlier frames again made each step dearer."""
+    return picture.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
 
 
 def save_frames(out, frames):
@@ -199,5 +209,6 @@ def record_pictures(out, step, samples, weights, luts, real):
     save_picture(image_grid(gram_image(lut), ncol=1, scale=max(1, 256 // len(lut))), out / "gram.png")
     append_row(out / "lut.csv", [step, *(figures[k] for k in ("in_use", "effective", "cos", "seams", "between",
                                                                 "detail"))])
-    save_frames(out, read_frames(out) + [captioned(image_grid(samples, ncol=8, pad=1), f"step {step}")])
+    FRAMES[out].append(gif_frame(captioned(image_grid(samples, ncol=8, pad=1), f"step {step}")))
+    save_frames(out, FRAMES[out])
     plot_losses(out)
