@@ -75,8 +75,8 @@ def read_frames(out):
 
 
 def gif_frame(picture):
-    """The picture in 256 colours, as a GIF holds it. Each frame is quantized once: progress.gif is written
-    whole at every picture step, and quantizing all the earlier frames again made each step dearer."""
+    """The picture in 256 colours, as a GIF holds it. Each frame is quantized once, here: progress.gif is
+    written whole at every picture step, and quantizing every earlier frame again would make each step dearer."""
     return picture.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
 
 
