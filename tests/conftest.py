@@ -1,6 +1,6 @@
-"""What test_train.py, test_budget.py and test_sample.py share: running a project script as a user does
-(and stopping it halfway), a model small enough that each command takes seconds, torchrun's two
-processes, and a folder of cats. pytest loads this file first."""
+"""What the tests share: running a project script as a user does (and stopping it halfway), a model small
+enough that each command takes seconds and one for tests that build it (small_config), torchrun's two processes,
+and a folder of cats. pytest loads this file first."""
 import signal
 import subprocess
 import sys
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from data import image_grid, toy_cats
+from model import Config
 
 ROOT = Path(__file__).parent.parent  # the repository, where the scripts are
 TINY = ["--preset", "tiny", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "4",
@@ -74,3 +75,10 @@ def cats(tmp_path_factory):
 
 def load(path):
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def small_config(lut, static_tokens=None):
+    """A model small enough to train in seconds on a CPU: K=16 (the dynamic head: 16 static tokens)."""
+    if static_tokens is None:
+        static_tokens = 16 if lut == "dynamic" else 0
+    return Config(lut=lut, width=64, depth=2, heads=2, dict_size=16, static_tokens=static_tokens)

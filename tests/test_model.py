@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from lut import gram_penalty, patchify
+from conftest import small_config
 from machine import available_device, fast_dtype
 from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, denoising_loss, draw_t,
                    make_config, sample, sampling_end)
-
-
-def small_config(lut, static_tokens=None):
-    """A model small enough to train in seconds on a CPU: K=16 (the dynamic head: 16 static tokens)."""
-    if static_tokens is None:
-        static_tokens = 16 if lut == "dynamic" else 0
-    return Config(lut=lut, width=64, depth=2, heads=2, dict_size=16, static_tokens=static_tokens)
 
 
 def test_defaults_configs_and_bad_settings():

@@ -5,16 +5,15 @@ import copy
 import pytest
 import torch
 
-from model import Config, LUTTransformer
+from conftest import small_config
+from model import LUTTransformer
 from safety import checkpoint, load_checkpoint, load_weights, save_atomically
-
-SMALL = dict(width=64, depth=2, heads=2, dict_size=16)  # a model that saves and loads in a blink
 
 
 def small_checkpoint(path):
     """A checkpoint of a small tanh model after one step, as train.py writes one; returns the model, the
     EMA model (the model before the step) and the optimizer."""
-    model = LUTTransformer(Config(lut="tanh", static_tokens=0, **SMALL))
+    model = LUTTransformer(small_config("tanh"))
     ema = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.randn(1, 3, 64, 64), torch.rand(1))[0].mean().backward()
@@ -82,7 +81,7 @@ def test_bad_checkpoints_raise_one_line_value_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a ckpt.pt here: train.py --out . would write its whole run here, so no hint
     with pytest.raises(ValueError, match="no checkpoint at ckpt.pt; train one first with: python train.py$"):
         load_checkpoint("ckpt.pt")
-    model = LUTTransformer(Config(lut="dynamic", static_tokens=16, **SMALL))
+    model = LUTTransformer(small_config("dynamic"))
     old_dynamic = {**model.state_dict(), "lut_head.to_uv.bias": torch.zeros(48)}  # before the head lost its bias
     with pytest.raises(ValueError, match=r"do not fit .*\(1 tensor differs, e.g. lut_head.to_uv.bias\)") as error:
         load_weights(model, old_dynamic)
