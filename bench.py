@@ -131,7 +131,8 @@ def bench_head(lut_name, args, device, peaks):
     noise = torch.randn(BATCH, 3, 64, 64, device=device)
     with autocast:
         sample(model, noise, 1, "logit-normal")  # warm-up; the plain model, as sample.py runs it
-        seconds = timed(lambda: sample(model, noise, args.sample_steps, "logit-normal"), 1, device)[0]
+        # with the model as its own guide: the cost of sample.py's guided calls
+        seconds = timed(lambda: sample(model, noise, args.sample_steps, "logit-normal", guide=model), 1, device)[0]
     sample_s = seconds * (2 * SAMPLE_STEPS - 1) / (2 * args.sample_steps - 1)  # network calls of model.sample
 
     train_flops = 3 * flops_per_image(model)  # forward + backward, per image

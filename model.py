@@ -40,6 +40,7 @@ HEADS = {  # as in the post; gram is the weight of the Gram penalty
 }
 PRESET_HEAD = {("tiny", "dynamic"): dict(steps=6_000)}  # its static tokens make a step ~1.3x dearer
 SAMPLE_STEPS = 18  # 17 Heun steps, 1 onto x_hat: 35 calls, as good as 64 Euler steps (docs/results.md)
+GUIDANCE, GUIDED_FROM = 1.5, 0.3  # autoguidance (model.sample): its weight (1: the model alone), and from which t
 
 
 def defaults(preset, lut):
@@ -247,9 +248,9 @@ def denoising_loss(model, x, t, noise, autocast, loss="v", edges=1.0, gram=0.0):
 
 
 @torch.no_grad()
-def sample(model, noise, steps, train_t_sampling, on_step=None):
+def sample(model, noise, steps, train_t_sampling, on_step=None, guide=None, guidance=GUIDANCE):
     """`steps` steps along the lerp path from t=0 (noise) to t=1 (image): Heun steps, then a last one
-    onto the prediction; 2 steps - 1 calls of the model.
+    onto the prediction; 2 steps - 1 calls of the model (and with a guide, about half as many of it).
 
     Along the path dx_t/dt = x - noise = (x - x_t) / (1 - t), so with the prediction x_hat the
     velocity is v(x_t, t) = (x_hat - x_t) / (1 - t). An Euler step x <- x + v dt follows the
@@ -260,9 +261,20 @@ def sample(model, noise, steps, train_t_sampling, on_step=None):
     step, an Euler step with dt = 1 - t, lands on x_hat itself (one call): above that level the
     model has hardly seen data. The steps start from t = end * s^1.5 for s evenly spaced in [0, 1],
     closer together near the noise, where each sample's layout is decided. on_step, if given, is
-    called with x after every step (sample.py keeps a GIF's frames so)."""
+    called with x after every step (sample.py keeps a GIF's frames so).
+
+    guide: autoguidance (Karras et al. 2024). A weaker model of the same data (train.py keeps the EMA
+    weights of a third of the way through the run) errs the same way as the model, only more: its x_hat
+    is blurrier. Stepping past the model's x_hat, away from the guide's, by `guidance`, undoes some of
+    that error: x_hat + (guidance - 1) (x_hat - guide's x_hat). Sharper fur, eyes and borders. Only
+    from t = GUIDED_FROM on: below it each sample's layout and colours are decided, and guiding there
+    shifts the colours for little more detail, at more calls (docs/results.md)."""
     def predict(x, t):  # x_hat, in x's dtype (under autocast the model may answer in bf16)
-        return model(x, torch.full((len(x),), t, device=x.device))[0].to(x.dtype)
+        ts = torch.full((len(x),), t, device=x.device)
+        x_hat = model(x, ts)[0].to(x.dtype)
+        if guide is None or t < GUIDED_FROM:
+            return x_hat
+        return x_hat + (guidance - 1) * (x_hat - guide(x, ts)[0].to(x.dtype))
 
     x = noise
     end = sampling_end(train_t_sampling)

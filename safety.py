@@ -105,16 +105,20 @@ def claim(out, resume, data):
         print(f"warning: cannot lock {Path(out) / '.lock'} ({e.strerror}); nothing stops a second run in {out}")
 
 
-CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "seconds", "config", "args")
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "seconds", "config", "args")  # and "guide"
 
 
-def checkpoint(model, ema, optimizer, generators, step, seconds, args):
+def checkpoint(model, ema, guide, optimizer, generators, step, seconds, args):
     """All that a resumed run needs, as a dict under CHECKPOINT_KEYS: the weights, the EMA weights, the
     optimizer, each process's random generator state, the step, the seconds the run has taken so far,
-    the model's Config and train.py's settings (a dict). train.py writes it with torch.save."""
+    the model's Config and train.py's settings (a dict); and under "guide" the guide's weights (None until
+    train.py takes them; read with .get, as checkpoints from before the guide lack it). train.py writes it
+    with torch.save."""
     values = (model.state_dict(), ema.state_dict(), optimizer.state_dict(), generators, step, seconds,
               asdict(model.cfg), args)
-    return dict(zip(CHECKPOINT_KEYS, values))
+    saved = dict(zip(CHECKPOINT_KEYS, values))
+    saved["guide"] = None if guide is None else guide.state_dict()
+    return saved
 
 
 def load_weights(module, state_dict):

@@ -27,7 +27,7 @@ import quality
 from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
                   save_picture, toy_cats)
 from machine import autocast_for, available_device, best_device, fast_dtype
-from model import SAMPLE_STEPS, LUTTransformer, sample
+from model import GUIDANCE, SAMPLE_STEPS, LUTTransformer, sample
 from safety import load_checkpoint, load_weights
 
 CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
@@ -38,22 +38,26 @@ def fail(message):
 
 
 def load_model(path, device):
-    """The EMA model of a train.py checkpoint on `device`, and the settings it was trained with
-    (train.py's arguments as a dict)."""
+    """The EMA model of a train.py checkpoint on `device`, its guide (model.sample; None in a checkpoint without
+    one), and the settings it was trained with (train.py's arguments as a dict)."""
     try:
         checkpoint = load_checkpoint(path)
-        model = LUTTransformer(checkpoint["config"])
+        model, guide = LUTTransformer(checkpoint["config"]), None
         load_weights(model, checkpoint["ema"])
+        if checkpoint.get("guide") is not None:
+            guide = LUTTransformer(checkpoint["config"])
+            load_weights(guide, checkpoint["guide"])
     except ValueError as e:
         fail(e)
-    print(f"loaded {path}: {model.cfg.lut} head, step {checkpoint['step']}")
-    return model.to(device).eval(), checkpoint["args"]
+    print(f"loaded {path}: {model.cfg.lut} head, step {checkpoint['step']}"
+          + ("" if guide is not None else ", no guide in it: sampled without guidance"))
+    return model.to(device).eval(), None if guide is None else guide.to(device).eval(), checkpoint["args"]
 
 
-def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None):
+def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None, guide=None, guidance=GUIDANCE):
     """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device,
     with matmuls in dtype ("bf16" or "fp32", as model.autocast_for). train_t_sampling: how
-    the model's training drew t, which sets the sampler's time grid (model.sample).
+    the model's training drew t, which sets the sampler's time grid; guide and guidance as model.sample.
     If `frames` is a list, it receives the first 16 images' trajectory: their noise, then every step."""
     noise = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     autocast = autocast_for(device, dtype)
@@ -68,7 +72,8 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
             first = frames is not None and start == 0
             if first:
                 keep(chunk)  # the trajectory starts at the pure noise
-            chunks.append(sample(model, chunk, steps, train_t_sampling, keep if first else None).float().cpu())
+            chunks.append(sample(model, chunk, steps, train_t_sampling, keep if first else None, guide, guidance)
+                          .float().cpu())
             if n > CHUNK:  # tens of seconds or more on a CPU: say how far it is
                 print(f"sampled {start + len(chunk)}/{n} images", flush=True)
     return torch.cat(chunks)
@@ -131,6 +136,9 @@ def main():
     parser.add_argument("--steps", type=number(int, 1, 10_000), default=SAMPLE_STEPS,
                         help="sampling steps: Heun steps of two network calls, then one onto the prediction "
                         "(default: %(default)s)")
+    parser.add_argument("--guidance", type=number(float, 0), default=GUIDANCE,
+                        help="how far past the guide's prediction each step goes (model.sample); 1: unguided "
+                        "(default: %(default)s)")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
                         help="seed of the noise (the same seed, the same cats) and of --compare's draws "
                         "(default: %(default)s)")
@@ -161,11 +169,11 @@ def main():
             parser.error(f"argument --gif: {e} (the GIF's name is --out's, ending .gif)")
     device = torch.device(args.device or best_device())
 
-    model, train_args = load_model(args.ckpt, device)
+    model, guide, train_args = load_model(args.ckpt, device)
     args.n, real, train = compare_sets(train_args, args) if args.compare else (args.n, None, None)
     frames = [] if args.gif else None
     images = generate(model, args.n, args.steps, args.seed, device, args.dtype or fast_dtype(device),
-                      train_args["t_sampling"], frames)
+                      train_args["t_sampling"], frames, guide if args.guidance != 1 else None, args.guidance)
     try:
         write(images, frames, args.out, args.png_dir, gif_path)
     except OSError as e:  # a full disk, say

@@ -12,12 +12,13 @@ x_t = t x + (1 - t) noise, predict x, take the loss (JiT's: the error of the imp
 of its differences between neighbouring pixels) plus the Gram penalty, clip gradients, step AdamW,
 update the EMA weights. The learning rate warms up, then follows a cosine to the end of the run: its
 last step, or the end of a --minutes budget, which the run reaches by the clock (pictures and
-checkpoints included) rather than by a step count.
+checkpoints included) rather than by a step count. A third of the way in, a copy of the EMA weights
+becomes the guide, the weaker model that sampling steers away from (autoguidance, model.sample).
 
 Written to --out (default out/): ckpt.pt every --save-every steps and at the end; log.csv, a row per
-log line; every --sample-every steps samples_000500.png (EMA weights, fixed noise), a frame of
-progress.gif, loss.png, lut.png, gram.png and a row of lut.csv (logbook.py). Keeping the run safe
-(resume, Ctrl-C, full disks, a lock, torchrun) is safety.py's.
+log line; every --sample-every steps samples_000500.png (EMA weights, fixed noise, no guide: in half
+the time of sample.py's), a frame of progress.gif, loss.png, lut.png, gram.png and a row of lut.csv
+(logbook.py). Keeping the run safe (resume, Ctrl-C, full disks, a lock, torchrun) is safety.py's.
 """
 import argparse
 import copy
@@ -43,6 +44,7 @@ from safety import checkpoint, fail, load_weights, master, rank, stop_if, world,
 
 DEFAULT_MINUTES = 30  # on a CPU (or MPS) a run is a time budget; on CUDA the preset's steps, as the post
 COMPILE_MINUTES = 10  # a budget this long is compiled by default: 20-25 s of compiling pays for itself
+GUIDE_AT = 1 / 3  # how far into the run the EMA weights are copied as the guide that sampling steers by
 
 # ----------------------------------------------------------------------------- settings
 parser = argparse.ArgumentParser(description="Train a LUT patch transformer on 64x64 cat faces.",
@@ -147,6 +149,7 @@ torch.manual_seed(args.seed)  # the same initial weights on every rank
 model = LUTTransformer(cfg).to(device)
 log(f"model: {args.preset} preset, {args.lut} head, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
 ema = copy.deepcopy(model).requires_grad_(False)
+guide = None  # the EMA weights at GUIDE_AT of the run: a weaker model for autoguidance (model.sample)
 optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
 # One generator draws everything random in training (batches, flips, t, noise): its state in the
 # checkpoint makes a resumed run exact. Each rank gets its own stream.
@@ -156,6 +159,9 @@ if saved:
     try:
         load_weights(model, saved["model"])
         load_weights(ema, saved["ema"])
+        if saved.get("guide") is not None:
+            guide = copy.deepcopy(ema)
+            load_weights(guide, saved["guide"])
         optimizer.load_state_dict(saved["optimizer"])
     except ValueError as e:
         fail(f"{ckpt_path}: {e}")
@@ -198,7 +204,7 @@ def pictures():
 
 def save():
     return safety.save(ckpt_path, step, model, generator, lambda generators: checkpoint(
-        model, ema, optimizer, generators, step, run_seconds(), vars(args)))
+        model, ema, guide, optimizer, generators, step, run_seconds(), vars(args)))
 
 
 def timed(kind, work):
@@ -283,6 +289,8 @@ while not last:
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
     step += 1
     last = step == args.steps
+    if guide is None and (done if budget else step / args.steps) >= GUIDE_AT:  # done: the cosine's progress
+        guide = copy.deepcopy(ema)
 
     loss_sum += loss.detach()
     bins = (t * BINS).long().clamp(max=BINS - 1)  # (b,): which quarter of t each image was in

@@ -10,8 +10,8 @@ import torch
 from lut import gram_penalty, patchify
 from conftest import small_config
 from machine import available_device, fast_dtype
-from model import (DEFAULT_HEAD, HEADS, Config, LUTTransformer, add_noise, defaults, denoising_loss, draw_t,
-                   make_config, sample, sampling_end)
+from model import (DEFAULT_HEAD, GUIDED_FROM, HEADS, Config, LUTTransformer, add_noise, defaults, denoising_loss,
+                   draw_t, make_config, sample, sampling_end)
 
 
 def test_defaults_configs_and_bad_settings():
@@ -163,6 +163,30 @@ def test_sampler_is_second_order():
     exact = 0.5 * noise * (1 - end) ** 0.5  # the last call's prediction at t = end
     errors = [(sample(Linear(), noise, steps, "logit-normal") - exact).abs().max().item() for steps in (16, 32, 64)]
     assert errors[0] < 0.03 and 3.5 < errors[0] / errors[1] < 5 and 3.5 < errors[1] / errors[2] < 5
+
+
+def test_guided_sampler_steps_past_the_model_away_from_its_guide():
+    class Constant(torch.nn.Module):  # always predicts the same image, and records the t it is asked at
+        def __init__(self, value):
+            super().__init__()
+            self.value, self.seen = value, []
+
+        def forward(self, x, t):
+            self.seen.append(t[0].item())
+            return torch.full_like(x, self.value), None
+    torch.manual_seed(0)
+    noise = torch.randn(2, 3, 64, 64)
+    model, guide = Constant(0.25), Constant(0.1)
+    out = sample(model, noise, 6, "logit-normal", guide=guide, guidance=1.5)
+    assert torch.allclose(out, torch.full_like(out, 0.25 + 0.5 * (0.25 - 0.1)))  # x_hat + (w - 1)(x_hat - guide's)
+    assert guide.seen == [t for t in model.seen if t >= GUIDED_FROM] and 0 < len(guide.seen) < len(model.seen)
+    model, other = LUTTransformer(small_config("dynamic")), LUTTransformer(small_config("dynamic"))
+    for parameter in [*model.parameters(), *other.parameters()]:  # away from the zero-initialised scores
+        parameter.data.normal_(0, 0.3)
+    plain = sample(model, noise, 3, "logit-normal")
+    assert torch.equal(sample(model, noise, 3, "logit-normal", guide=model), plain)  # a guide like the model: no change
+    assert torch.equal(sample(model, noise, 3, "logit-normal", guide=other, guidance=1), plain)  # 1: unguided
+    assert not torch.allclose(sample(model, noise, 3, "logit-normal", guide=other), plain, atol=1e-3)
 
 
 @pytest.mark.parametrize("how", ["uniform", "logit-normal"])

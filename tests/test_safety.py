@@ -12,28 +12,29 @@ from safety import checkpoint, load_checkpoint, load_weights, save_atomically
 
 def small_checkpoint(path):
     """A checkpoint of a small tanh model after one step, as train.py writes one; returns the model, the
-    EMA model (the model before the step) and the optimizer."""
+    EMA model (the model before the step), the guide (another model) and the optimizer."""
     model = LUTTransformer(small_config("tanh"))
-    ema = copy.deepcopy(model)
+    ema, guide = copy.deepcopy(model), LUTTransformer(small_config("tanh"))
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.randn(1, 3, 64, 64), torch.rand(1))[0].mean().backward()
     optimizer.step()  # an optimizer with state, and a model that differs from the EMA
     args = {"lut": "tanh", "seed": 0, "data": None, "t_sampling": "uniform", "dtype": "fp32", "compile": False}
-    save_atomically(checkpoint(model, ema, optimizer, [torch.Generator().get_state()], 7, 12.5, args), path)
-    return model, ema, optimizer
+    save_atomically(checkpoint(model, ema, guide, optimizer, [torch.Generator().get_state()], 7, 12.5, args), path)
+    return model, ema, guide, optimizer
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model, ema, optimizer = small_checkpoint(tmp_path / "run" / "ckpt.pt")  # the folder is made
+    model, ema, guide, optimizer = small_checkpoint(tmp_path / "run" / "ckpt.pt")  # the folder is made
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["ckpt.pt"]  # no temp file left behind
     saved = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     assert saved["config"] == model.cfg and saved["step"] == 7 and saved["seconds"] == 12.5
     assert saved["args"]["t_sampling"] == "uniform"
-    for key, original in [("model", model), ("ema", ema)]:
+    for key, original in [("model", model), ("ema", ema), ("guide", guide)]:
         again = LUTTransformer(saved["config"])
         load_weights(again, saved[key])
         assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), original.state_dict().values()))
-    assert not torch.equal(model.lut_head.lut, ema.lut_head.lut)  # so that the two slots cannot be swapped
+    for a, b in [(model, ema), (model, guide), (ema, guide)]:  # so that no two slots can be swapped
+        assert not torch.equal(a.lut_head.lut, b.lut_head.lut)
     again_optimizer = torch.optim.AdamW(again.parameters())
     again_optimizer.load_state_dict(saved["optimizer"])
     for state, saved in zip(again_optimizer.state.values(), optimizer.state.values()):

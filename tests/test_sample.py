@@ -21,6 +21,9 @@ def test_sample_dtype_fp32_is_the_plain_path_and_bf16_stays_close():
     fp32 = generate(model, 2, 3, 5, cpu, "fp32", "logit-normal")
     bf16 = generate(model, 2, 3, 5, cpu, "bf16", "logit-normal")
     assert torch.equal(fp32, sample(model, noise, 3, "logit-normal"))  # the same noise, no autocast
+    guide = LUTTransformer(Config(width=32, depth=1, heads=2)).eval()
+    guided = generate(model, 2, 3, 5, cpu, "fp32", "logit-normal", guide=guide)
+    assert torch.equal(guided, sample(model, noise, 3, "logit-normal", guide=guide)) and not torch.equal(guided, fp32)
     assert 0 < (bf16 - fp32).abs().mean() < 0.05 * fp32.abs().mean()
 
 
@@ -79,8 +82,9 @@ def test_compare_cli(tmp_path):
     torch.manual_seed(0)
     model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
     args = {"data": "train", "seed": 0, "t_sampling": "logit-normal", "dtype": "fp32", "compile": False}
-    save_atomically(checkpoint(model, model, torch.optim.AdamW(model.parameters()), [], 0, 0.0, args),
-                    tmp_path / "ckpt.pt")
+    saved = checkpoint(model, model, None, torch.optim.AdamW(model.parameters()), [], 0, 0.0, args)
+    del saved["guide"]  # as in a checkpoint from before the guide
+    save_atomically(saved, tmp_path / "ckpt.pt")
     result = run("sample.py", "ckpt.pt", "--compare", "real", "--steps", 2, "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "samples are compared" not in result.stdout  # n is half the 16 real images: every sample is compared
@@ -90,6 +94,7 @@ def test_compare_cli(tmp_path):
     seams = [line for line in lines if line.startswith("seam ratio")][0].split()
     assert seams[-4] == "samples" and seams[-2] == "real" and 0.8 < float(seams[-1]) < 1.4  # toy cats show no grid
     assert "8 vs 8 images" in result.stdout and lines[-1].strip() == "no sign of copying"
+    assert "step 0, no guide in it: sampled without guidance" in lines[0]
     (tmp_path / "train").rename(tmp_path / "moved")
     result = run("sample.py", "ckpt.pt", "--compare", "real", cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.splitlines() == ["error: the copying check reads the training "

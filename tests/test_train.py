@@ -118,6 +118,19 @@ def test_full_disk_keeps_the_checkpoint_and_resume_is_exact(tmp_path, cats):
             assert torch.equal(tensor, b[part][name]), (part, name)
 
 
+def test_the_guide_is_the_ema_a_third_into_the_run_and_a_resume_keeps_it(tmp_path, cats):
+    # A third of 6 steps: the guide is taken after step 2, whose checkpoint the full disk of step 4 leaves;
+    # the resumed run must keep that guide, not take a new one.
+    flags = [*TINY, "--data", cats, "--steps", 6, "--save-every", 2]
+    assert run_with_full_disk("ckpt.pt", 2, "train.py", *flags, cwd=tmp_path).returncode == 1
+    third = load(tmp_path / "out" / "ckpt.pt")
+    assert third["step"] == 2 and all(torch.equal(third["ema"][k], v) for k, v in third["guide"].items())
+    assert run("train.py", "--resume", cwd=tmp_path).returncode == 0
+    end = load(tmp_path / "out" / "ckpt.pt")
+    assert end["step"] == 6 and all(torch.equal(third["guide"][k], v) for k, v in end["guide"].items())
+    assert not all(torch.equal(end["ema"][k], v) for k, v in end["guide"].items())  # the EMA went on
+
+
 def test_a_csv_row_cut_short_is_dropped_at_a_resume(tmp_path):
     from logbook import LOG_COLUMNS, keep_up_to, read_csv
     whole, cut = "1,0.5,0.1,0.1,0.1,0.1,0.001,100,0.1\r\n", "2,0.4,0.1,0.1,0.1,0.1,0.001,100,0.2"  # minutes cut
