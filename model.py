@@ -39,7 +39,7 @@ HEADS = {  # as in the post; gram is the weight of the Gram penalty
     "dynamic": dict(dict_size=64, static_tokens=16, gram=0.0),  # each static token makes 4 LUT entries
 }
 PRESET_HEAD = {("tiny", "dynamic"): dict(steps=6_000)}  # its static tokens make a step ~1.3x dearer
-SAMPLE_STEPS = 18  # 17 Heun steps, 1 onto x_hat: 35 calls, as good as 64 Euler steps (docs/results.md)
+SAMPLE_STEPS = 18  # 17 Heun steps, 1 onto x_hat: 35 calls (+18 of the guide), as good as 64 Euler steps
 GUIDANCE, GUIDED_FROM = 1.5, 0.3  # autoguidance (model.sample): its weight (1: the model alone), and from which t
 
 

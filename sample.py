@@ -8,7 +8,8 @@ Usage:
 
 The model is rebuilt from the checkpoint's own config and runs with its EMA weights. The sampler
 (model.sample) takes --steps steps along the straight path from noise (t=0) to image (t=1): Heun steps
-(two network calls each), then a last one onto the prediction.
+(two network calls each), then a last one onto the prediction; from t = 0.3 on, each call is guided by
+the weaker copy of the model that train.py kept a third of the way into the run (--guidance; 1: off).
 
 --compare DIR (a folder of real images, or "toy" for freshly drawn toy cats) prints the figures of
 quality.py: the sliced Wasserstein distance to as many real images of DIR next to its real-vs-real
@@ -137,8 +138,8 @@ def main():
                         help="sampling steps: Heun steps of two network calls, then one onto the prediction "
                         "(default: %(default)s)")
     parser.add_argument("--guidance", type=number(float, 0), default=GUIDANCE,
-                        help="how far past the guide's prediction each step goes (model.sample); 1: unguided "
-                        "(default: %(default)s)")
+                        help="autoguidance weight w: each prediction x_hat becomes x_hat + (w - 1)(x_hat - the "
+                        "guide's), from t = 0.3 on (model.sample); 1: unguided (default: %(default)s)")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
                         help="seed of the noise (the same seed, the same cats) and of --compare's draws "
                         "(default: %(default)s)")

@@ -16,9 +16,9 @@ checkpoints included) rather than by a step count. A third of the way in, a copy
 becomes the guide, the weaker model that sampling steers away from (autoguidance, model.sample).
 
 Written to --out (default out/): ckpt.pt every --save-every steps and at the end; log.csv, a row per
-log line; every --sample-every steps samples_000500.png (EMA weights, fixed noise, no guide: in half
-the time of sample.py's), a frame of progress.gif, loss.png, lut.png, gram.png and a row of lut.csv
-(logbook.py). Keeping the run safe (resume, Ctrl-C, full disks, a lock, torchrun) is safety.py's.
+log line; every --sample-every steps samples_000500.png (EMA weights, fixed noise, unguided: 35 network
+calls, where sample.py's guided sampling takes 53), a frame of progress.gif, loss.png, lut.png, gram.png
+and a row of lut.csv (logbook.py). Keeping the run safe (resume, Ctrl-C, full disks, a lock, torchrun) is safety.py's.
 """
 import argparse
 import copy
