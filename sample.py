@@ -9,7 +9,8 @@ Usage:
 The model is rebuilt from the checkpoint's own config and runs with its EMA weights. The sampler
 (model.sample) takes --steps steps along the straight path from noise (t=0) to image (t=1): Heun steps
 (two network calls each), then a last one onto the prediction; from t = 0.3 on, each call is guided by
-the weaker copy of the model that train.py kept a third of the way into the run (--guidance; 1: off).
+the weaker copy of the model that train.py kept a third of the way into the run (--guidance; 1: off,
+the softmax head's default).
 
 --compare DIR (a folder of real images, or "toy" for freshly drawn toy cats) prints the figures of
 quality.py: the sliced Wasserstein distance to as many real images of DIR next to its real-vs-real
@@ -137,9 +138,9 @@ def main():
     parser.add_argument("--steps", type=number(int, 1, 10_000), default=SAMPLE_STEPS,
                         help="sampling steps: Heun steps of two network calls, then one onto the prediction "
                         "(default: %(default)s)")
-    parser.add_argument("--guidance", type=number(float, 0), default=GUIDANCE,
+    parser.add_argument("--guidance", type=number(float, 0),
                         help="autoguidance weight w: each prediction x_hat becomes x_hat + (w - 1)(x_hat - the "
-                        "guide's), from t = 0.3 on (model.sample); 1: unguided (default: %(default)s)")
+                        f"guide's), from t = 0.3 on (model.sample); 1: unguided (default: {GUIDANCE}; softmax 1)")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
                         help="seed of the noise (the same seed, the same cats) and of --compare's draws "
                         "(default: %(default)s)")
@@ -171,6 +172,8 @@ def main():
     device = torch.device(args.device or best_device())
 
     model, guide, train_args = load_model(args.ckpt, device)
+    if args.guidance is None:  # guiding the softmax head multiplies its garish tiles (docs/results.md)
+        args.guidance = 1 if model.cfg.lut == "softmax" else GUIDANCE
     args.n, real, train = compare_sets(train_args, args) if args.compare else (args.n, None, None)
     frames = [] if args.gif else None
     images = generate(model, args.n, args.steps, args.seed, device, args.dtype or fast_dtype(device),
