@@ -18,7 +18,8 @@ FLAGS = {
                  "--edges": 0, "--steps": 1, "--minutes": None, "--batch-size": 1, "--lr": None, "--warmup": 0,
                  "--min-lr": (0, 1), "--weight-decay": 0, "--grad-clip": None, "--ema": (0, 1), "--log-every": 1,
                  "--sample-every": 1, "--save-every": 1, "--seed": (0, 2**32 - 1)},
-    "sample.py": {"--n": (1, 99_999), "--steps": (1, 10_000), "--guidance": 0, "--seed": (0, 2**32 - 1)},  # --png-dir's names: 5 digits
+    "sample.py": {"--n": (1, 99_999),  # --png-dir's names: 5 digits
+                  "--steps": (1, 10_000), "--guidance": 0, "--seed": (0, 2**32 - 1)},
     "bench.py": {"--steps": 1, "--warmup": 0, "--sample-steps": 1, "--threads": 1},
     "data.py": {"--parts": (1, 3)},
 }
