@@ -272,7 +272,7 @@ def sample(model, noise, steps, train_t_sampling, on_step=None, guide=None, guid
     def predict(x, t):  # x_hat, in x's dtype (under autocast the model may answer in bf16)
         ts = torch.full((len(x),), t, device=x.device)
         x_hat = model(x, ts)[0].to(x.dtype)
-        if guide is None or t < GUIDED_FROM:
+        if guide is None or guidance == 1 or t < GUIDED_FROM:  # guidance 1: the model alone, without the guide's calls
             return x_hat
         return x_hat + (guidance - 1) * (x_hat - guide(x, ts)[0].to(x.dtype))
 

@@ -105,7 +105,8 @@ def claim(out, resume, data):
         print(f"warning: cannot lock {Path(out) / '.lock'} ({e.strerror}); nothing stops a second run in {out}")
 
 
-CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "seconds", "config", "args")  # and "guide"
+# The keys every checkpoint has; checkpoint() also writes "guide", which checkpoints from before it lack
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generators", "step", "seconds", "config", "args")
 
 
 def checkpoint(model, ema, guide, optimizer, generators, step, seconds, args):

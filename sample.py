@@ -29,7 +29,7 @@ import quality
 from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
                   save_picture, toy_cats)
 from machine import autocast_for, available_device, best_device, fast_dtype
-from model import GUIDANCE, SAMPLE_STEPS, LUTTransformer, sample
+from model import GUIDANCE, GUIDED_FROM, SAMPLE_STEPS, LUTTransformer, sample
 from safety import load_checkpoint, load_weights
 
 CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
@@ -140,7 +140,8 @@ def main():
                         "(default: %(default)s)")
     parser.add_argument("--guidance", type=number(float, 0),
                         help="autoguidance weight w: each prediction x_hat becomes x_hat + (w - 1)(x_hat - the "
-                        f"guide's), from t = 0.3 on (model.sample); 1: unguided (default: {GUIDANCE}; softmax 1)")
+                        f"guide's), from t = {GUIDED_FROM} on (model.sample); 1: unguided "
+                        f"(default: {GUIDANCE}; softmax 1)")
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
                         help="seed of the noise (the same seed, the same cats) and of --compare's draws "
                         "(default: %(default)s)")
@@ -177,7 +178,7 @@ def main():
     args.n, real, train = compare_sets(train_args, args) if args.compare else (args.n, None, None)
     frames = [] if args.gif else None
     images = generate(model, args.n, args.steps, args.seed, device, args.dtype or fast_dtype(device),
-                      train_args["t_sampling"], frames, guide if args.guidance != 1 else None, args.guidance)
+                      train_args["t_sampling"], frames, guide, args.guidance)
     try:
         write(images, frames, args.out, args.png_dir, gif_path)
     except OSError as e:  # a full disk, say

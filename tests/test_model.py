@@ -180,6 +180,9 @@ def test_guided_sampler_steps_past_the_model_away_from_its_guide():
     out = sample(model, noise, 6, "logit-normal", guide=guide, guidance=1.5)
     assert torch.allclose(out, torch.full_like(out, 0.25 + 0.5 * (0.25 - 0.1)))  # x_hat + (w - 1)(x_hat - guide's)
     assert guide.seen == [t for t in model.seen if t >= GUIDED_FROM] and 0 < len(guide.seen) < len(model.seen)
+    unused = Constant(0.1)
+    sample(model, noise, 6, "logit-normal", guide=unused, guidance=1)
+    assert unused.seen == []  # guidance 1: the model alone, and the guide costs no calls
     model, other = LUTTransformer(small_config("dynamic")), LUTTransformer(small_config("dynamic"))
     for parameter in [*model.parameters(), *other.parameters()]:  # away from the zero-initialised scores
         parameter.data.normal_(0, 0.3)
