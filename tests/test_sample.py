@@ -102,6 +102,27 @@ def test_compare_cli(tmp_path):
                                                                      "give --train-data DIR"]
 
 
+@pytest.mark.parametrize("lut", ["softmax", "tanh"])
+def test_the_guide_is_on_by_default_except_for_softmax(tmp_path, lut):
+    """sample.py guides every head but softmax (whose garish tiles the guide multiplies) unless --guidance says."""
+    torch.manual_seed(0)
+    model, guide = (LUTTransformer(Config(lut=lut, width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
+                    for _ in range(2))
+    for parameter in [*model.parameters(), *guide.parameters()]:  # away from the zero-initialised scores
+        parameter.data.normal_(0, 0.3)
+    args = {"data": "train", "seed": 0, "t_sampling": "logit-normal", "dtype": "fp32", "compile": False}
+    saved = checkpoint(model, model, guide, torch.optim.AdamW(model.parameters()), [], 0, 0.0, args)
+    save_atomically(saved, tmp_path / "ckpt.pt")
+    grids = {}
+    for name, flags in [("default", []), ("unguided", ["--guidance", 1]), ("guided", ["--guidance", 1.5])]:
+        result = run("sample.py", "ckpt.pt", "--n", 2, "--steps", 3, "--device", "cpu", "--dtype", "fp32",
+                     "--out", f"{name}.png", *flags, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        grids[name] = (tmp_path / f"{name}.png").read_bytes()
+    assert grids["unguided"] != grids["guided"]
+    assert grids["default"] == grids["unguided" if lut == "softmax" else "guided"]
+
+
 def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
     assert run("train.py", *TINY, "--data", cats, "--steps", 1, cwd=tmp_path).returncode == 0
     # 100 steps: chunks slow enough that Ctrl-C lands before the last one, however late this reads the line
