@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from data import number, output_file, run_command
-from machine import autocast_for, available_device, best_device, compile_problem, fast_dtype, synchronize
-from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, defaults, denoising_loss, make_config, make_optimizer,
-                   sample)
+from atomic import save_atomically
+from cli import available_device, number, output_file, stop_quietly
+from machine import autocast_for, best_device, compile_problem, fast_dtype, synchronize
+from model import (HEADS, PRESETS, SAMPLE_STEPS, LUTTransformer, defaults, make_config, make_optimizer, sample,
+                   train_step)
 
 BATCH = 64  # images per training step for every preset, so that figures compare (blog trains at 64)
-WEIGHT_DECAY, GRAD_CLIP, EMA = 1e-2, 1.0, 0.999  # train.py's defaults (its flags): change both together
 COLUMNS = [("lut", "LUT head", ""), ("step_ms", "step ms", ".0f"), ("img_per_s", "img/s", ".1f"),
            ("train_gflop_per_img", "GFLOP/img", ".2f"), ("tflop_per_s", "TFLOP/s", ".3f"),
            ("vs_fp32_peak", "x fp32 peak", ".2f"), ("vs_bf16_peak", "x bf16 peak", ".2f"),
@@ -97,18 +97,14 @@ def matmul_peak(dtype, device, n=2048):
     return 2 * n ** 3 / min(timed(lambda: a @ b, 5, device))
 
 
-def train_step(model, ema, optimizer, autocast, gram):
-    """One step as train.py takes it (t, noise, loss, Gram penalty, clip, AdamW, EMA), on a batch
-    of random pixels: the speed does not depend on what the pictures show."""
-    device = model.pos.device
+def one_step(model, ema, optimizer, autocast, settings):
+    """One step as train.py takes it (model.train_step, with train.py's defaults), on a batch of random pixels: the
+    speed does not depend on what the pictures show."""
+    device = next(model.parameters()).device
     x = torch.rand(BATCH, 3, 64, 64, device=device) * 2 - 1  # (B, 3, 64, 64) in [-1, 1]
     t = torch.rand(BATCH, device=device)
-    loss, _ = denoising_loss(model, x, t, torch.randn_like(x), autocast, gram=gram)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-    optimizer.step()
-    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - EMA)
+    loss, _ = train_step(model, ema, optimizer, x, t, torch.randn_like(x), autocast, settings["grad_clip"],
+                         settings["ema"], gram=settings["gram"])
     return loss.item()
 
 
@@ -117,11 +113,11 @@ def bench_head(lut_name, args, device, peaks):
     settings = defaults(args.preset, lut_name)  # as train.py trains it, but at batch BATCH
     model = LUTTransformer(make_config(args.preset, lut_name)).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = make_optimizer(model, settings["lr"], WEIGHT_DECAY, device)
+    optimizer = make_optimizer(model, settings["lr"], settings["weight_decay"], device)
     run_model = torch.compile(model) if args.compile else model
     autocast = autocast_for(device, args.dtype)
 
-    step = lambda: train_step(run_model, ema, optimizer, autocast, settings["gram"])
+    step = lambda: one_step(run_model, ema, optimizer, autocast, settings)
     for _ in range(args.warmup):  # compilation, allocator and oneDNN caches warm up here
         step()
     if device.type == "cuda":
@@ -172,10 +168,18 @@ def load_reference(path):
     except ImportError:
         einops_rearrange = rearrange
     namespace = {"torch": torch, "nn": nn, "F": F, "math": math, "rearrange": einops_rearrange}
-    exec(compile(tree, str(path), "exec"), namespace)
+    try:
+        exec(compile(tree, str(path), "exec"), namespace)
+    except Exception as e:  # whatever its definitions raise when run
+        raise ValueError(f"running its definitions raised {type(e).__name__}: {first_line(e)}") from None
     if "Diffusion" not in namespace:
         raise ValueError(f"{path} defines no Diffusion class: is it cat_diffusion7.py?")
     return namespace
+
+
+def first_line(error):
+    """An exception's message, first line only, for a one-line error."""
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def counted_flops(model, *inputs):
@@ -203,12 +207,15 @@ def reference_step(model, optimizer):
 
 def bench_reference(args, device, dtypes):
     """The post's model, run as published (fp32), against this project's blog preset with the dynamic
-    head (train_step: also clipping and the EMA) in each dtype, at batch BATCH, in the same run;
+    head (one_step: also clipping and the EMA) in each dtype, at batch BATCH, in the same run;
     prints as it goes."""
     try:
-        reference = load_reference(args.reference)["Diffusion"]().to(device)
-    except (ValueError, TypeError, NameError) as e:
+        namespace = load_reference(args.reference)
+        reference = namespace["Diffusion"]().to(device)
+    except ValueError as e:
         sys.exit(f"error: {args.reference}: {e}")
+    except Exception as e:  # the file's own code may raise anything
+        sys.exit(f"error: {args.reference}: its Diffusion() raised {type(e).__name__}: {first_line(e)}")
     torch.manual_seed(0)
     ours = LUTTransformer(make_config("blog", "dynamic")).to(device)
     x = torch.randn(1, 3, 64, 64, device=device)
@@ -219,9 +226,9 @@ def bench_reference(args, device, dtypes):
               f"{flops / 1e9:.2f} GFLOP per image forward", flush=True)
     ema = copy.deepcopy(ours).requires_grad_(False)
     settings = defaults("blog", "dynamic")
-    reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-4, weight_decay=WEIGHT_DECAY,
+    reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-4, weight_decay=settings["weight_decay"],
                                             fused=device.type in ("cuda", "cpu"))  # as its file trains it
-    our_optimizer = make_optimizer(ours, settings["lr"], WEIGHT_DECAY, device)
+    our_optimizer = make_optimizer(ours, settings["lr"], settings["weight_decay"], device)
 
     def img_per_s(name, step):
         for _ in range(args.warmup):
@@ -235,7 +242,7 @@ def bench_reference(args, device, dtypes):
     for dtype in dtypes:
         autocast = autocast_for(device, dtype)
         speed = img_per_s(f"blog dynamic, {dtype}{' + compile' if args.compile else ''}",
-                          lambda: train_step(run_ours, ema, our_optimizer, autocast, settings["gram"]))
+                          lambda: one_step(run_ours, ema, our_optimizer, autocast, settings))
         print(f"{dtype}: blog dynamic runs {speed / reference_speed:.2f}x the reference's img/s", flush=True)
 
 
@@ -298,12 +305,17 @@ def main():
     if device.type == "cpu":
         print("memory: peak RSS of the whole process so far, so it only grows down the table")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device.type, "threads": torch.get_num_threads(), "preset": args.preset,
-                       "dtype": args.dtype, "compile": args.compile, "batch": BATCH,
-                       "peak_tflop_per_s": {k: v / 1e12 for k, v in peaks.items()}, "rows": rows}, f, indent=2)
+        figures = {"device": device.type, "threads": torch.get_num_threads(), "preset": args.preset, "dtype": args.dtype,
+                   "compile": args.compile, "batch": BATCH, "peak_tflop_per_s": {k: v / 1e12 for k, v in peaks.items()},
+                   "rows": rows}
+        try:
+            save_atomically(figures, args.json, write=lambda figures, file: file.write(json.dumps(figures, indent=2)
+                                                                                         .encode()))
+        except OSError as e:  # a full disk, say: the figures above are printed all the same
+            sys.exit(f"error: cannot write {args.json}: {e.strerror or e}")
         print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
-    run_command(main)
+    stop_quietly("interrupted")
+    main()

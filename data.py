@@ -15,29 +15,26 @@ Images are stored as uint8 (N, 3, 64, 64) and handed to the model as float (B, 3
 import argparse
 import gzip
 import hashlib
-import io
-import math
 import os
 import random
 import shutil
-import signal
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
 
-from safety import save_atomically
+from atomic import save_atomically
+from cli import output_folder, picture, stop_quietly, training_folder
 from toy_cats import draw_toy_cat
 
 SIZE = 64  # every image is SIZE x SIZE pixels
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-PICTURES = IMAGE_EXTENSIONS + (".gif",)  # what the commands write: what --data reads, and GIF
 CACHE_DIR = "data/cache"  # decoded images, relative to where a command runs
 DOWNLOAD_URL = "https://github.com/fferlito/Cat-faces-dataset/raw/master"  # holds dataset-part{1,2,3}.tar.gz
 
@@ -97,8 +94,13 @@ def unreadable_folder(error):
 def decode(file):
     """An image file as SIZE x SIZE RGB bytes (pil_to_bytes), or a str saying why it cannot be used."""
     try:
-        with Image.open(file) as image:
-            return pil_to_bytes(image)  # decodes fully here, so a truncated file fails inside the try
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # Pillow's two lines, as one of ours:
+            with Image.open(file) as image:
+                if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                    print(f"note: {file} has {image.width * image.height / 1e6:.0f} Mpixels: decoding it takes a "
+                          f"while", file=sys.stderr)
+                return pil_to_bytes(image)  # decodes fully here, so a truncated file fails inside the try
     except Image.DecompressionBombError:  # over Pillow's limit of about 179 Mpixels, a guard for the memory
         return "too large"
     except Exception:  # Pillow raises many kinds (OSError, SyntaxError, ValueError...) for bad files
@@ -237,97 +239,6 @@ def toy_cats(n, seed=0):
     return bytes_to_images(raw, n)
 
 
-# ---------------------------------------------------------------------------- command-line checks
-# argparse `type=`s for the flags of every script: a bad value ends the run at once, before any
-# work, with argparse's one line that names the flag ("argument --lr: ...") and exit code 2.
-def number(kind, low, high=math.inf, low_allowed=True):
-    """A `type=` for an int or float flag from low to high; low_allowed=False excludes low itself."""
-    bounds = f"from {low} to {high}" if high < math.inf else f"{'>=' if low_allowed else '>'} {low}"
-    wanted = f"{'an integer' if kind is int else 'a number'} {bounds}"
-
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
-        if not (math.isfinite(value) and low <= value <= high and (low_allowed or value != low)):
-            raise argparse.ArgumentTypeError(f"{text} is not {wanted}")
-        return value
-    return parse
-
-
-def input_folder(path):
-    """A `type=` for a folder to read."""
-    if not Path(path).is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder" if Path(path).exists()
-                                         else f"no folder {path}")
-    return path
-
-
-def training_folder(path):
-    """A `type=` for --data: a folder to read, where a missing or empty one (as a download that failed
-    leaves it: nothing, or a hidden part file) also names the download."""
-    if not Path(path).exists():
-        raise argparse.ArgumentTypeError(f"no folder {path}; to fetch real cat faces into it: "
-                                         f"python data.py --download {path}")
-    if Path(path).is_dir() and all(p.name.startswith(".") for p in Path(path).iterdir()):
-        raise argparse.ArgumentTypeError(f"{path} is empty; to fetch real cat faces into it: "
-                                         f"python data.py --download {path}")
-    return input_folder(path)
-
-
-def output_folder(path):
-    """A `type=` for a folder to write into, made when needed: it must not be a file, nor be inside one,
-    and its nearest existing folder must be writable."""
-    place = Path(path)
-    while not place.exists() and place != place.parent:
-        if place.is_symlink():
-            raise argparse.ArgumentTypeError(f"{path}: {place} links to {os.readlink(place)}, which is not there")
-        place = place.parent
-    if not place.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: {place} is a file, not a folder")
-    try:  # a file made and gone, not os.access: the error names the cause (no permission, a read-only disk)
-        tempfile.TemporaryFile(dir=place).close()
-    except OSError as e:
-        raise argparse.ArgumentTypeError(f"{path}: cannot write into {place} ({e.strerror or e})") from None
-    return path
-
-
-def output_file(path):
-    """A `type=` for a file to write, in a folder that exists (a picture's format comes from its suffix)."""
-    folder = Path(path).parent
-    if Path(path).is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: no folder {folder}" if not folder.exists()
-                                         else f"{path}: {folder} is a file, not a folder")
-    new = not Path(path).exists()
-    try:  # tried now, not after the work: a folder's permissions are not the whole story (/proc, read-only disks)
-        open(path, "a").close()
-    except OSError as e:
-        raise argparse.ArgumentTypeError(f"{path}: cannot write it ({e.strerror or e})") from None
-    if new:
-        os.unlink(path)
-    return path
-
-
-def picture(path):
-    """A `type=` for an image file to write: output_file, in a format that keeps the whole RGB picture (.ico
-    would shrink it, .psd Pillow cannot write), tried on one pixel before any work (a Pillow without WebP)."""
-    output_file(path)
-    suffix = Path(path).suffix.lower()
-    try:
-        Image.new("RGB", (1, 1)).save(io.BytesIO(), Image.registered_extensions()[suffix])
-        writes = suffix in PICTURES
-    except (KeyError, OSError, ValueError):  # no writer for it here
-        writes = False
-    if not writes:
-        stem = Path(path).stem if not Path(path).name.startswith(".") else "samples"  # ".png": a name without a stem
-        raise argparse.ArgumentTypeError(f"{path}: give a {', '.join(PICTURES[:-1])} or {PICTURES[-1]} file name, "
-                                         f"such as {Path(path).with_name(stem + '.png')}")
-    return path
-
-
 # ---------------------------------------------------------------------------- download
 def fetch(url, target):
     """Download url to file target, resuming a partial file with an HTTP Range request; shows bytes and speed."""
@@ -408,18 +319,6 @@ def download(dest, parts=(1,), base_url=DOWNLOAD_URL):
     print(f"done; train with: python train.py --data {dest}")
 
 
-def run_command(main):
-    """A command's main(), where Ctrl-C ends with one line and exit code 130, not a traceback."""
-    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when the process started, as
-    # it is for a background job of a shell script (a CI runner's, say); train.py sets its own handler too.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)  # \n: after any progress line
-        sys.exit(130)
-
-
 def main():
     parser = argparse.ArgumentParser(description="Look at the training data, or download the real cat faces.",
                                      usage=argparse.SUPPRESS,  # a bad flag: one line of error, no usage block
@@ -452,4 +351,5 @@ def main():
 
 
 if __name__ == "__main__":
-    run_command(main)
+    stop_quietly("interrupted")
+    main()

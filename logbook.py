@@ -4,7 +4,7 @@ learning the model can skip this file.
     log.csv       one row per log line: step, loss, the image MSE in four bins of t, lr, img/s, and the
                   minutes the run has taken since it started, over every resume
     lut.csv       one row per picture step: what the LUT is doing (lut_figures) and the seam ratio
-    samples_000500.png, lut.png, gram.png   at each picture step (record_pictures)
+    samples_000500.png, lut.png, gram.png   at each picture step (pictures)
     progress.gif  one frame per picture step: the fixed-noise samples, so noise turns into cats
     loss.png      the curves of log.csv on a log scale, drawn with Pillow
 
@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw, ImageSequence
 
 from data import image_grid, save_picture
 from quality import detail, seam_ratio
-from safety import save_atomically
+from atomic import save_atomically
+from model import SAMPLE_STEPS, sample
 
 BINS = 4  # the loss is also reported per quarter of t, so trouble at one noise level shows
 LOG_COLUMNS = ["step", "loss", *(f"mse_t{25 * i}-{25 * (i + 1)}" for i in range(BINS)), "lr", "img_per_s", "minutes"]
@@ -192,6 +193,17 @@ def lut_figures(weights, lut):
             "between": off_diagonal_mean(cosines(lut.transpose(0, 1))) if lut.dim() == 5 else None}
 
 
+def pictures(out, step, model, noise, autocast, t_sampling, real):
+    """The picture step: samples of `model` (the EMA weights) from fixed noise (64, 3, 64, 64), unguided, recorded
+    with what the LUT did as the last sampling step painted them (record_pictures)."""
+    painted = {}  # the head's (weights (64, 64, K), LUT (K, 3, 8, 8) or (64, K, 3, 8, 8)) at the last call
+    hook = model.lut_head.register_forward_hook(lambda module, inputs, output: painted.update(last=output))
+    with autocast:
+        samples = sample(model, noise, SAMPLE_STEPS, t_sampling).clamp(-1, 1)
+    hook.remove()
+    record_pictures(out, step, samples, *painted["last"], real)
+
+
 def record_pictures(out, step, samples, weights, luts, real):
     """The picture step: the grid of samples (64, 3, 64, 64), lut.png and gram.png (the first sample's LUT if
     dynamic; entries by usage, most used first) from the head's weights (64, 64, K) and LUT(s) as the last
@@ -199,10 +211,11 @@ def record_pictures(out, step, samples, weights, luts, real):
     over that of real training images (N, 3, 64, 64) as a printed line and a lut.csv row; then the grid
     becomes a frame of progress.gif and loss.png is redrawn."""
     figures = {**lut_figures(weights, luts), "seams": seam_ratio(samples.cpu()),
-               "detail": detail(samples.cpu())[0] / detail(real)[0]}
+               "detail": detail(samples.cpu())[0] / detail(real)[0] if detail(real)[0] > 1e-3 else None}  # flat: none
     lut = (luts[0] if luts.dim() == 5 else luts)[entry_usage(weights).argsort(descending=True)]  # (K, 3, 8, 8)
     print(f"lut: {figures['in_use']}/{len(lut)} entries in use, effective {figures['effective']:.1f}, "
-          f"mean |cos| {figures['cos']:.3f}, seam ratio {figures['seams']:.2f}, detail {figures['detail']:.2f}"
+          f"mean |cos| {figures['cos']:.3f}, seam ratio {figures['seams']:.2f}, detail "
+          + ("-" if figures["detail"] is None else f"{figures['detail']:.2f}")
           + (f", cos between images {figures['between']:.3f}" if figures["between"] is not None else ""), flush=True)
     save_picture(image_grid(samples, ncol=8, scale=2, pad=2), out / f"samples_{step:06d}.png")
     save_picture(image_grid(lut_atlas(lut), ncol=math.ceil(math.sqrt(len(lut))), scale=4, pad=1), out / "lut.png")
@@ -212,3 +225,52 @@ def record_pictures(out, step, samples, weights, luts, real):
     FRAMES[out].append(gif_frame(captioned(image_grid(samples, ncol=8, pad=1), f"step {step}")))
     save_frames(out, FRAMES[out])
     plot_losses(out)
+
+
+# ----------------------------------------------------------------------------- how a head paints (sample.py --paint)
+PAINTED_PATCH = 3 * 8 + 2  # the patch taken apart: row 3, column 2 of the 8x8 grid, where a cat's eye is
+TERMS = 5  # the entries shown, largest weight first; the rest of the sum as one more term
+
+
+def terms_of(weights, lut, patch=PAINTED_PATCH, n=TERMS):
+    """One image's patch as a sum: weights (64, K) and its LUT (K, 3, 8, 8) -> the n largest terms w_k L[k]
+    (n, 3, 8, 8), the rest of the sum (3, 8, 8), and those n weights and entries' indices, (n,) each."""
+    w = weights[patch].float()  # (K,)
+    top = w.abs().topk(n).indices  # (n,)
+    terms = w[top, None, None, None] * lut[top].float()  # (n, 3, 8, 8)
+    whole = torch.einsum("k,kchw->chw", w, lut.float())  # the patch as apply_lut paints it
+    return terms, whole - terms.sum(0), w[top], top
+
+
+def paint_picture(images, weights, luts, rows=4, scale=3):
+    """The picture of how a head paints, a row for each of the first `rows` images: the image as the head
+    painted it at the last sampling step (images (B, 3, 64, 64), the patch taken apart outlined), the LUT it
+    was painted with (its 64 most used entries, most used first: each row has its own for the dynamic head), and
+    the patch as its largest weighted entries adding up. weights (B, 64, K); luts (K, 3, 8, 8) or (B, K, 3, 8, 8)."""
+    font_h, gap = 12, 4 * scale
+    tile = lambda x, s: image_grid(x[None], scale=s)  # (3, h, w) in [-1, 1] -> a PIL image, s times as large
+    pictures = []
+    for b in range(min(rows, len(images))):
+        lut = luts[b] if luts.dim() == 5 else luts
+        used = entry_usage(weights[b:b + 1]).argsort(descending=True)[:64]
+        atlas = image_grid(lut_atlas(lut[used]), ncol=8, scale=scale, pad=1)
+        terms, rest, w, top = terms_of(weights[b], lut)
+        parts = [(tile(t, 4 * scale), f"{v:+.2f} x #{k}") for t, v, k in zip(terms, w.tolist(), top.tolist())]
+        parts += [(tile(rest, 4 * scale), "+ the rest"), (tile(terms.sum(0) + rest, 4 * scale), "= the patch")]
+        painted = tile(images[b], scale)
+        y, x = divmod(PAINTED_PATCH, 8)
+        ImageDraw.Draw(painted).rectangle([x * 8 * scale - 1, y * 8 * scale - 1, (x + 1) * 8 * scale,
+                                           (y + 1) * 8 * scale], outline=(255, 0, 0))
+        pieces = [(painted, "painted"), (atlas, "its LUT, most used first"), *parts]
+        width = sum(p.width for p, _ in pieces) + gap * (len(pieces) - 1)
+        row = Image.new("RGB", (width, max(p.height for p, _ in pieces) + font_h), "white")
+        left = 0
+        for piece, label in pieces:
+            row.paste(piece, (left, font_h))
+            ImageDraw.Draw(row).text((left, 0), label, fill="black")
+            left += piece.width + gap
+        pictures.append(row)
+    sheet = Image.new("RGB", (max(p.width for p in pictures), sum(p.height + gap for p in pictures)), "white")
+    for i, row in enumerate(pictures):
+        sheet.paste(row, (0, sum(p.height + gap for p in pictures[:i])))
+    return sheet

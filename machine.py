@@ -4,11 +4,13 @@ model can skip this file; train.py, sample.py and bench.py import it.
 The defaults: CUDA, then Apple's MPS, then the CPU; bf16 where the hardware runs it natively (CUDA from
 Ampere on, CPUs with AVX512-BF16 or AMX), fp32 elsewhere, where bf16 would be emulated and slower.
 """
-import argparse
 import logging
 from contextlib import nullcontext
 
 import torch
+
+COMPILE_MINUTES = 10  # a budget this long is compiled by default: 20-25 s of compiling on a CPU pays for itself
+COMPILE_STEPS = 2000  # and so is a run of this many steps (a CUDA run's, by default: 40-60 s of compiling there)
 
 # torch built for CUDA but run without a GPU says so when it compiles for the CPU; no CUDA code is built here
 logging.getLogger("torch.utils.cpp_extension").addFilter(lambda record: "No CUDA runtime" not in str(record.msg))
@@ -17,23 +19,6 @@ logging.getLogger("torch.utils.cpp_extension").addFilter(lambda record: "No CUDA
 def best_device():
     """CUDA, then Apple's MPS, then the CPU."""
     return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-
-
-def available_device(name):
-    """--device's `type=`: a device this machine has ("cpu", "cuda", "cuda:1", "mps"); else an error
-    that argparse prints in one line naming the flag."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{name} is not a device: give cpu, cuda, cuda:N or mps") from None
-    kind = device.type
-    if not {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind):
-        raise argparse.ArgumentTypeError(f"this machine has no {kind}: give {best_device()}, or leave --device out")
-    if kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        last = torch.cuda.device_count() - 1
-        raise argparse.ArgumentTypeError(f"this machine has no {name}: give cuda:0"
-                                         + (f" to cuda:{last}" if last else ""))
-    return name
 
 
 def synchronize(device):
@@ -58,10 +43,26 @@ def autocast_for(device, dtype):
     return torch.autocast(device.type, torch.bfloat16) if dtype == "bf16" else nullcontext()
 
 
-def compile_tested(device):
-    """Where torch.compile was tried and pays: CUDA, and x86 CPUs (AVX-512 or AVX2); not ARM CPUs, not MPS."""
-    return device.type == "cuda" or (device.type == "cpu"
-                                     and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+def compiles_by_default(device, minutes, steps):
+    """Whether a run is compiled unless told: where torch.compile was tried and pays (CUDA, and x86 CPUs with
+    AVX2 or AVX-512; not ARM CPUs, not MPS), for a run long enough to earn back its 20-60 s of compiling."""
+    tested = device.type == "cuda" or (device.type == "cpu"
+                                       and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+    return tested and (minutes >= COMPILE_MINUTES if minutes else steps >= COMPILE_STEPS)
+
+
+def choose(device, dtype, compile, minutes, steps, resumed=None):
+    """A run's dtype and whether it compiles: as asked; else as the run it resumes (`resumed`: its settings), but
+    fp32 on a device that would emulate its bf16; else what this device runs fastest. Returns (dtype, compile,
+    why compiling is off, or None). Raises ValueError when --compile was asked where it cannot work."""
+    dtype = dtype or ("fp32" if fast_dtype(device) == "fp32" else resumed["dtype"] if resumed else fast_dtype(device))
+    asked = compile
+    if compile is None:
+        compile = resumed["compile"] if resumed else compiles_by_default(device, minutes, steps)
+    problem = compile_problem(device) if compile else None
+    if problem and asked:
+        raise ValueError(f"--compile: {problem}; drop --compile")
+    return dtype, compile and not problem, problem
 
 
 def compile_problem(device):

@@ -9,7 +9,7 @@ and t=0 pure noise, x_t = t x + (1 - t) noise; the network predicts the clean im
 (x-prediction, as in the post and in JiT).
 
 Also here, as in JiT's denoiser.py: the noise path, the training loss and the Heun sampler; at the
-end, the optimizer. Nothing to run: train.py, sample.py and bench.py import it:
+end, the optimizer and one training step. Nothing to run: train.py, sample.py and bench.py import it:
 
     from model import make_config, LUTTransformer
     model = LUTTransformer(make_config("tiny", "dynamic"))
@@ -39,6 +39,7 @@ HEADS = {  # as in the post; gram is the weight of the Gram penalty
     "dynamic": dict(dict_size=64, static_tokens=16, gram=0.0),  # each static token makes 4 LUT entries
 }
 PRESET_HEAD = {("tiny", "dynamic"): dict(steps=6_000)}  # its static tokens make a step ~1.3x dearer
+TRAINING = dict(weight_decay=1e-2, grad_clip=1.0, ema=0.999)  # AdamW's decay, the largest gradient norm, EMA decay
 SAMPLE_STEPS = 18  # 17 Heun steps, 1 onto x_hat: 35 calls (+18 of the guide), as good as 64 Euler steps
 GUIDANCE, GUIDED_FROM = 1.5, 0.3  # autoguidance (model.sample): its weight (1: the model alone), and from which t
 
@@ -49,7 +50,7 @@ def defaults(preset, lut):
         raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
     if lut not in HEADS:
         raise ValueError(f"unknown LUT head '{lut}': choose one of {', '.join(HEADS)}")
-    return {**PRESETS[preset], **HEADS[lut], **PRESET_HEAD.get((preset, lut), {})}
+    return {**TRAINING, **PRESETS[preset], **HEADS[lut], **PRESET_HEAD.get((preset, lut), {})}
 
 
 @dataclass
@@ -292,8 +293,21 @@ def sample(model, noise, steps, train_t_sampling, on_step=None, guide=None, guid
     return x
 
 
-# ----------------------------------------------------------------------------- the optimizer
+# ----------------------------------------------------------------------------- the optimizer and one step
 def make_optimizer(model, lr, weight_decay, device):
     """AdamW with the post's betas, its update fused into one kernel where PyTorch has one."""
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
                              fused=device.type in ("cuda", "cpu"))
+
+
+def train_step(model, ema, optimizer, x, t, noise, autocast, grad_clip, ema_decay, loss="v", edges=1.0, gram=0.0):
+    """One training step on clean images x at noise levels t: the loss (denoising_loss), its gradients clipped
+    to a norm of grad_clip, AdamW, then the EMA weights moved towards the new weights by 1 - ema_decay.
+    Returns the loss and each image's plain MSE (B,)."""
+    total, per_image = denoising_loss(model, x, t, noise, autocast, loss, edges, gram)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - ema_decay)
+    return total.detach(), per_image.detach()

@@ -12,9 +12,13 @@
   * detail and colour: what that SWD cannot see, since it normalises each set by its own statistics:
     the rms of each Laplacian level (blur lowers the finest), the mean colour, and an SWD whose
     descriptors share one normalisation across both sets.
+  * precision_recall: diversity, which SWD mixes with everything else. Precision and recall by nearest
+    neighbours (Kynkäänniemi et al. 2019) in SWD's descriptor space: are the samples' patterns like real
+    ones, and does the variety of the real ones show up among the samples (a model that paints one cat
+    over and over has a low recall, whatever its SWD).
 
 Images are float (N, 3, 64, 64) in [-1, 1]; training images uint8, as data.py stores them.
-Tests: python -m pytest -q test_quality.py
+Tests: python -m pytest -q tests/test_quality.py
 """
 import torch
 import torch.nn.functional as F
@@ -85,6 +89,37 @@ def swd(a, b, seed=0, per_image=128, size=7, shared=False):
         result.append(1e3 * sliced_wasserstein(descriptors(level_a, ys, xs, size, level_b if shared else None),
                                                descriptors(level_b, ys, xs, size), generator))
     return result
+
+
+# ----------------------------------------------------------------------------- diversity
+def precision_recall(samples, real, seed=0, per_set=2048, k=3, size=7):
+    """Precision and recall by k nearest neighbours (Kynkäänniemi et al. 2019) at each pyramid level (64, 32,
+    16 pixels), in SWD's descriptor space: per_set random 7x7 neighbourhoods of each set, both normalised by the
+    real ones' statistics. Each descriptor's ball reaches its k-th nearest neighbour of its own set. Precision:
+    the share of the samples' descriptors inside some real ball (are they like real ones?); recall: the share of
+    the real descriptors inside some sample ball (does the variety of the real ones show up: diversity). Returns
+    ([precision per level], [recall per level])."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(level):  # per_set images drawn at random, and a random corner in each: (per_set, 1) each
+        corners = [torch.randint(side - size + 1, (per_set, 1), generator=generator) for side in level.shape[2:]]
+        return level[torch.randint(len(level), (per_set,), generator=generator)], *corners
+
+    inside = lambda a, b: (torch.cdist(a, b) <= radii(b, k)[None]).any(1).double().mean().item()  # a in b's balls
+    precision, recall = [], []
+    for level_s, level_r in zip(laplacian_pyramid(samples.float()), laplacian_pyramid(real.float())):
+        real_picked, ys, xs = pick(level_r)
+        r = descriptors(real_picked, ys, xs, size)
+        picked, ys, xs = pick(level_s)
+        s = descriptors(picked, ys, xs, size, like=real_picked)  # normalised by real neighbourhoods' statistics
+        precision.append(inside(s, r))
+        recall.append(inside(r, s))
+    return precision, recall
+
+
+def radii(points, k):
+    """Each point's distance to its k-th nearest other point of the set (M, D) -> (M,)."""
+    return torch.cdist(points, points).kthvalue(k + 1, dim=1).values  # the point itself is its own nearest
 
 
 def detail(images, levels=3):
@@ -201,6 +236,10 @@ def compare(samples, real, train, seed=0, source="the real images"):
               [("samples", samples), ("real", real_b)]}
     print("mean colour R G B minus the real images': "
           + "   ".join(f"{name} " + " ".join(f"{v:+.3f}" for v in values) for name, values in shifts.items()))
+    figures = {name: precision_recall(images, real_a, seed) for name, images in [("samples", samples), ("real", real_b)]}
+    print("precision | recall (diversity) of the 64 / 32 / 16px neighbourhoods, 3 nearest neighbours: " + "   ".join(
+        f"{name} " + " ".join(f"{v:.2f}" for v in precision) + " | " + " ".join(f"{v:.2f}" for v in recall)
+        for name, (precision, recall) in figures.items()))
     print(f"seam ratio, 8x8 patch borders / inside patches: samples {seam_ratio(samples):.2f}   "
           f"real {seam_ratio(real_a):.2f}")
 

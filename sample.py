@@ -5,6 +5,7 @@ Usage:
     python sample.py out/ckpt.pt --gif                 # also samples.gif: from noise to cat
     python sample.py out/ckpt.pt --n 256 --png-dir cats/   # one PNG per image
     python sample.py out/ckpt.pt --compare data/heldout   # quality figures against real cats
+    python sample.py out/ckpt.pt --paint paint.png     # how the head painted 4 of them, entry by entry
 
 The model is rebuilt from the checkpoint's own config and runs with its EMA weights. The sampler
 (model.sample) takes --steps steps along the straight path from noise (t=0) to image (t=1): Heun steps
@@ -19,18 +20,24 @@ training images (the checkpoint's own, or --train-data). Every figure is the sam
 SWD needs two sets of n real images for its floor, so by default n is half the images of DIR, at
 most 1024 (for "toy", 1024).
 """
-import argparse
-import sys
-from pathlib import Path
+import cli  # before torch: a Ctrl-C while it loads ends in one line
 
-import torch
+cli.stop_quietly("interrupted")
 
-import quality
-from data import (image_grid, input_folder, load_images, number, output_file, output_folder, picture, run_command,
-                  save_picture, toy_cats)
-from machine import autocast_for, available_device, best_device, fast_dtype
-from model import GUIDANCE, GUIDED_FROM, SAMPLE_STEPS, LUTTransformer, sample
-from safety import load_checkpoint, load_weights
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import quality  # noqa: E402
+from checkpoint import load_checkpoint, load_weights  # noqa: E402
+from cli import available_device, input_folder, number, output_file, output_folder, picture  # noqa: E402
+from data import image_grid, load_images, save_picture, toy_cats  # noqa: E402
+from logbook import paint_picture  # noqa: E402
+from lut import apply_lut  # noqa: E402
+from machine import autocast_for, best_device, fast_dtype  # noqa: E402
+from model import GUIDANCE, GUIDED_FROM, SAMPLE_STEPS, LUTTransformer, sample  # noqa: E402
 
 CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
 
@@ -56,11 +63,14 @@ def load_model(path, device):
     return model.to(device).eval(), None if guide is None else guide.to(device).eval(), checkpoint["args"]
 
 
-def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None, guide=None, guidance=GUIDANCE):
+def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None, guide=None, guidance=GUIDANCE,
+             painted=None):
     """n samples (n, 3, 64, 64) in [-1, 1], from the same noise for the same seed on any device,
     with matmuls in dtype ("bf16" or "fp32", as model.autocast_for). train_t_sampling: how
     the model's training drew t, which sets the sampler's time grid; guide and guidance as model.sample.
-    If `frames` is a list, it receives the first 16 images' trajectory: their noise, then every step."""
+    If `frames` is a list, it receives the first 16 images' trajectory: their noise, then every step. If
+    `painted` is a dict, it receives under "last" what the head gave at the last call for the first images:
+    (weights (B, 64, K), LUT (K, 3, 8, 8) or (B, K, 3, 8, 8))."""
     noise = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     autocast = autocast_for(device, dtype)
 
@@ -74,8 +84,12 @@ def generate(model, n, steps, seed, device, dtype, train_t_sampling, frames=None
             first = frames is not None and start == 0
             if first:
                 keep(chunk)  # the trajectory starts at the pure noise
+            if painted is not None and start == 0:  # the head's answer at every call; the last one stays
+                hook = model.lut_head.register_forward_hook(lambda module, inputs, output: painted.update(last=output))
             chunks.append(sample(model, chunk, steps, train_t_sampling, keep if first else None, guide, guidance)
                           .float().cpu())
+            if painted is not None and start == 0:
+                hook.remove()
             if n > CHUNK:  # tens of seconds or more on a CPU: say how far it is
                 print(f"sampled {start + len(chunk)}/{n} images", flush=True)
     return torch.cat(chunks)
@@ -138,7 +152,7 @@ def main():
     parser.add_argument("--steps", type=number(int, 1, 10_000), default=SAMPLE_STEPS,
                         help="sampling steps: Heun steps of two network calls, then one onto the prediction "
                         "(default: %(default)s)")
-    parser.add_argument("--guidance", type=number(float, 0),
+    parser.add_argument("--guidance", type=number(float, 0, 5),
                         help="autoguidance weight w: each prediction x_hat becomes x_hat + (w - 1)(x_hat - the "
                         f"guide's), from t = {GUIDED_FROM} on (model.sample); 1: unguided "
                         f"(default: {GUIDANCE}; softmax 1)")
@@ -150,6 +164,8 @@ def main():
     parser.add_argument("--png-dir", type=output_folder,
                         help="also write every image as its own PNG into this folder")
     parser.add_argument("--gif", action="store_true", help="also write the sampling trajectory as a GIF")
+    parser.add_argument("--paint", metavar="PNG", type=picture, help="also write how the head painted the first 4 "
+                        "samples: each as painted, its LUT, and one patch as its largest weighted entries adding up")
     parser.add_argument("--device", type=available_device, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default: bf16 where the device "
                         "runs it natively)")
@@ -176,11 +192,15 @@ def main():
     if args.guidance is None:  # guiding the softmax head multiplies its garish tiles (docs/results.md)
         args.guidance = 1 if model.cfg.lut == "softmax" else GUIDANCE
     args.n, real, train = compare_sets(train_args, args) if args.compare else (args.n, None, None)
-    frames = [] if args.gif else None
+    frames, painted = [] if args.gif else None, {} if args.paint else None
     images = generate(model, args.n, args.steps, args.seed, device, args.dtype or fast_dtype(device),
-                      train_args["t_sampling"], frames, guide, args.guidance)
+                      train_args["t_sampling"], frames, guide, args.guidance, painted)
     try:
         write(images, frames, args.out, args.png_dir, gif_path)
+        if args.paint:
+            weights, luts = (x.float().cpu() for x in painted["last"])
+            save_picture(paint_picture(apply_lut(weights, luts), weights, luts), args.paint)
+            print(f"wrote {args.paint}")
     except OSError as e:  # a full disk, say
         fail(f"cannot write {e.filename or 'the pictures'}: {e.strerror or e}")
     if args.compare:
@@ -188,4 +208,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_command(main)
+    main()

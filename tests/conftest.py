@@ -1,6 +1,6 @@
-"""What the tests share: running a project script as a user does (and stopping it halfway), a model small
-enough that each command takes seconds and one for tests that build it (small_config), torchrun's two processes,
-and a folder of cats. pytest loads this file first."""
+"""What the tests share: running a project script as a user does (stopping it halfway, or on a full disk), a
+model small enough that each command takes seconds and one for tests that build it (small_config), torchrun's two
+processes, and a folder of cats. pytest loads this file first."""
 import signal
 import subprocess
 import sys
@@ -62,6 +62,61 @@ def interrupted(script, *args, cwd, at, signals=(signal.SIGINT,), freeze=0, agai
     watchdog.cancel()
     errors.seek(0)
     return "".join(printed), subprocess.CompletedProcess(process.args, process.returncode, out, errors.read())
+
+
+FULL_DISK = """# A script, then its arguments: the script runs with a full disk for the Nth file opened for writing
+# whose name holds NAME: only ROOM bytes of it fit, less than any file the scripts write. As on a real
+# disk, an unbuffered write first returns a short count and only the next one raises; a buffered write
+# raises at once.
+import builtins, errno, os, runpy, sys
+name, nth, ROOM, error = "{name}", {nth}, 10, errno.{error}  # error: ENOSPC for a full disk
+opened = []
+real_open = builtins.open
+
+
+class FullDisk:
+    def __init__(self, file, raw):
+        self.file, self.raw, self.written = file, raw, 0
+
+    def write(self, data):
+        fits = data[:ROOM - self.written]
+        self.file.write(fits)
+        self.written += len(fits)
+        if len(fits) == len(data) or (self.raw and fits):
+            return len(fits)
+        raise OSError(error, os.strerror(error))
+
+    def __getattr__(self, attribute):
+        return getattr(self.file, attribute)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.file.close()
+
+
+def full_disk(file, mode="r", buffering=-1, *args, **kwargs):
+    opened_file = real_open(file, mode, buffering, *args, **kwargs)
+    if mode[0] in "wa" and name in str(file):
+        opened.append(file)
+        if len(opened) == nth:
+            return FullDisk(opened_file, raw=buffering == 0)
+    return opened_file
+
+
+builtins.open = full_disk
+sys.argv = sys.argv[1:]
+sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as when the script runs itself
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_with_full_disk(name, nth, script, *args, cwd, launcher=(), error="ENOSPC"):
+    """run(script), with the disk full for the nth file written whose name holds `name` (a patched writer)."""
+    (cwd / "full_disk.py").write_text(FULL_DISK.format(name=name, nth=nth, error=error))
+    return subprocess.run([sys.executable, *launcher, "full_disk.py", str(ROOT / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)  # a hang fails the test
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def test_a_budget_ends_on_time_with_the_learning_rate_at_its_floor(tmp_path, cat
     assert result.returncode == 0, result.stderr
     assert "training dynamic head for 0.2 min, batch 4" in result.stdout and ", compiled" not in result.stdout
     saved = load(tmp_path / "out" / "ckpt.pt")
-    assert 9 < saved["seconds"] <= 12 and took <= 12 + 2  # Python's own start-up goes uncounted
+    assert 7 < saved["seconds"] <= 12 and took <= 12 + 2  # the margin: pictures of about 1 s on a slow CPU
     assert (tmp_path / "out" / f"samples_{saved['step']:06d}.png").exists()
     rates = learning_rates(result.stdout)
     assert rates[:5] == pytest.approx([0.002, 0.004, 0.006, 0.008, 0.01], rel=0.002)  # the warm-up, by steps

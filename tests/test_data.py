@@ -1,4 +1,4 @@
-"""Tests for data.py (CPU only, no network, only files under tmp_path): python -m pytest -q test_data.py"""
+"""Tests for data.py (CPU only, no network, only files under tmp_path): python -m pytest -q tests/test_data.py"""
 import http.server
 import io
 import os

@@ -5,6 +5,7 @@ after the flag stops any value that was wrongly accepted before it can train (ex
 Run: python -m pytest -q tests/test_flags.py"""
 import re
 import runpy
+import signal
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ FLAGS = {
                  "--min-lr": (0, 1), "--weight-decay": 0, "--grad-clip": None, "--ema": (0, 1), "--log-every": 1,
                  "--sample-every": 1, "--save-every": 1, "--seed": (0, 2**32 - 1)},
     "sample.py": {"--n": (1, 99_999),  # --png-dir's names: 5 digits
-                  "--steps": (1, 10_000), "--guidance": 0, "--seed": (0, 2**32 - 1)},
+                  "--steps": (1, 10_000), "--guidance": (0, 5), "--seed": (0, 2**32 - 1)},
     "bench.py": {"--steps": 1, "--warmup": 0, "--sample-steps": 1, "--threads": 1},
     "data.py": {"--parts": (1, 3)},
 }
@@ -39,10 +40,16 @@ def cases():
 
 
 def run(script, *argv):
-    """Exit code and stderr of a script run in this process with these arguments."""
+    """Exit code and stderr of a script run in this process with these arguments; the script's handlers of
+    Ctrl-C and SIGTERM (cli.stop_quietly) are pytest's again afterwards."""
     sys.argv = [script, *POSITIONAL.get(script, []), *argv]
-    with pytest.raises(SystemExit) as exit:
-        runpy.run_path(str(ROOT / script), run_name="__main__")
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exit:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return exit.value.code
 
 
@@ -58,7 +65,7 @@ def test_numeric_flag(script, flag, value, code, capsys, monkeypatch):
 @pytest.mark.parametrize("script", FLAGS)
 def test_every_numeric_flag_is_in_the_table(script):
     source = (ROOT / script).read_text()
-    numeric = set(re.findall(r'"(--[a-z-]+)",? (?:metavar="\w+", )?type=(?:number\(|int)', source))
+    numeric = set(re.findall(r'"(--[a-z-]+)",? (?:metavar="\w+", )?type=(?:cli\.)?(?:number\(|int)', source))
     assert numeric == set(FLAGS[script])
 
 

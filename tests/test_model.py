@@ -9,7 +9,8 @@ import torch
 
 from lut import gram_penalty, patchify
 from conftest import small_config
-from machine import available_device, fast_dtype
+from cli import available_device
+from machine import fast_dtype
 from model import (DEFAULT_HEAD, GUIDED_FROM, HEADS, Config, LUTTransformer, add_noise, defaults, denoising_loss,
                    draw_t, make_config, sample, sampling_end)
 

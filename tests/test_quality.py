@@ -1,5 +1,5 @@
 """Tests for quality.py, the figures of sample.py --compare: the sliced Wasserstein distance, the
-figures that see blur and colour, the copying check and the seam ratio. CPU, about half a minute.
+figures that see blur and colour, precision and recall, the copying check and the seam ratio. CPU, about half a minute.
 Run: python -m pytest -q tests/test_quality.py"""
 import pytest
 import torch
@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from data import toy_cats
 from lut import patchify, unpatchify
-from quality import blur, compare, copying_check, detail, laplacian_pyramid, mean_colour, seam_ratio, swd
+from quality import (blur, compare, copying_check, detail, laplacian_pyramid, mean_colour, precision_recall, seam_ratio,
+                     swd)
 
 N = 64  # images per set: enough for stable figures, small enough for a fast test
 
@@ -78,6 +79,19 @@ def test_detail_colour_and_shared_swd_see_blur_and_a_colour_cast_that_swd_cannot
     assert sum(swd(real_a, real_a.clone(), shared=True)) < 1e-5
 
 
+def test_recall_sees_one_cat_painted_over_and_over_and_precision_sees_noise(cats):
+    """Real against real: both high. One cat 64 times (a collapse that SWD mixes with everything else): precision
+    stays, recall falls, most at the coarse level where whole faces are compared. Noise: no precision where detail
+    is compared."""
+    real_precision, real_recall = precision_recall(cats[0], cats[1])
+    assert min(real_precision + real_recall) > 0.6
+    precision, recall = precision_recall(cats[0][:1].expand(N, -1, -1, -1), cats[1])
+    assert min(precision) > 0.6 and recall[2] < 0.1 and recall[1] < 0.3
+    precision, _ = precision_recall(torch.randn_like(cats[0]).clamp(-1, 1), cats[1])
+    assert precision[0] < 0.05 and precision[1] < 0.05
+    assert precision_recall(cats[0], cats[1]) == (real_precision, real_recall)  # the same seed, the same figures
+
+
 def test_copying_check_flags_copies_only(cats):
     train_float, fresh, held_out = cats
     train = ((train_float + 1) * 127.5).round().to(torch.uint8)  # as training data is stored
@@ -146,3 +160,4 @@ def test_compare_needs_two_samples_four_real_and_two_training_images(cats, capsy
     assert "warning: with 2 images the SWD ratio leans towards 1; compare only figures of the same n" in printed
     assert "one normalisation" in printed and "detail, rms of the 64 / 32 / 16px Laplacian levels" in printed
     assert "mean colour R G B minus the real images': samples " in printed
+    assert "precision | recall (diversity) of the 64 / 32 / 16px neighbourhoods" in printed

@@ -7,11 +7,13 @@ import torch
 from conftest import TINY, interrupted, run
 from data import image_grid, toy_cats
 from model import Config, LUTTransformer, sample
-from safety import checkpoint, save_atomically
+from atomic import save_atomically
+from checkpoint import checkpoint
 from sample import generate
 
 # train.py's settings as a hand-made checkpoint records them: its data folder, seeds, t and dtype
 TRAIN_ARGS = {"data": "train", "seed": 0, "t_sampling": "logit-normal", "dtype": "fp32", "compile": False}
+GENERATORS = [torch.Generator().get_state()]  # one process's random stream
 
 
 def test_sample_dtype_fp32_is_the_plain_path_and_bf16_stays_close():
@@ -84,7 +86,8 @@ def test_compare_cli(tmp_path):
             image_grid(image[None].float() / 127.5 - 1).save(tmp_path / name / f"{i}.png")
     torch.manual_seed(0)
     model = LUTTransformer(Config(lut="softmax", width=32, depth=1, heads=2, dict_size=8, static_tokens=0))
-    saved = checkpoint(model, model, None, torch.optim.AdamW(model.parameters()), [], 0, 0.0, TRAIN_ARGS)
+    saved = checkpoint(model, model, None, torch.optim.AdamW(model.parameters()), GENERATORS, 0, 0.0,
+                       TRAIN_ARGS)
     del saved["guide"]  # as in a checkpoint from before the guide
     save_atomically(saved, tmp_path / "ckpt.pt")
     result = run("sample.py", "ckpt.pt", "--compare", "real", "--steps", 2, "--device", "cpu", cwd=tmp_path)
@@ -112,7 +115,8 @@ def test_the_guide_is_on_by_default_except_for_softmax(tmp_path, lut):
                     for _ in range(2))
     for parameter in [*model.parameters(), *guide.parameters()]:  # away from the zero-initialised scores
         parameter.data.normal_(0, 0.3)
-    saved = checkpoint(model, model, guide, torch.optim.AdamW(model.parameters()), [], 0, 0.0, TRAIN_ARGS)
+    saved = checkpoint(model, model, guide, torch.optim.AdamW(model.parameters()), GENERATORS, 0, 0.0,
+                       TRAIN_ARGS)
     save_atomically(saved, tmp_path / "ckpt.pt")
     grids = {}
     for name, flags in [("default", []), ("unguided", ["--guidance", 1]), ("guided", ["--guidance", 1.5])]:

@@ -1,5 +1,5 @@
-"""Tests for safety.py's checkpoints: a round trip of every tensor, one-line errors for every kind of bad
-file, and writes that leave the old file whole when they fail. Run: python -m pytest -q tests/test_safety.py"""
+"""Tests for checkpoint.py: a round trip of every tensor, one-line errors for every kind of bad
+file, and writes that leave the old file whole when they fail. Run: python -m pytest -q tests/test_checkpoint.py"""
 import copy
 
 import pytest
@@ -7,7 +7,8 @@ import torch
 
 from conftest import small_config
 from model import LUTTransformer
-from safety import checkpoint, load_checkpoint, load_weights, save_atomically
+from atomic import save_atomically
+from checkpoint import checkpoint, load_checkpoint, load_weights
 
 
 def small_checkpoint(path):
