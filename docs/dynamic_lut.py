@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import quality  # noqa: E402
 from bench import load_reference  # noqa: E402
 from checkpoint import load_checkpoint, load_weights  # noqa: E402
-from data import get_batch, load_images  # noqa: E402
+from data import get_batch, image_grid, load_images, save_picture  # noqa: E402
 from logbook import cosines  # noqa: E402
 from machine import autocast_for, fast_dtype  # noqa: E402
 from model import LUTTransformer, add_noise, time_embedding  # noqa: E402
@@ -117,6 +117,7 @@ def compare(args):
     real = load_images(args.compare)
     n = args.n or min(1024, len(real) // 2)
     images = author_sample(model, n)
+    save_picture(image_grid(images[:64], ncol=8, scale=2, pad=2), args.out)
     quality.compare(images, real, load_images(args.train_data), source=args.compare)
 
 
@@ -183,6 +184,7 @@ def main():
     scored.add_argument("--compare", required=True)
     scored.add_argument("--train-data", required=True, help="the training images, for the copying check")
     scored.add_argument("--n", type=int)
+    scored.add_argument("--out", default="samples_author.png", help="the grid of the first 64 samples")
     probed = commands.add_parser("probe", help="the LUT's cos between images at several t, and per block")
     probed.add_argument("model", help="this repo's ckpt.pt, or author.pt")
     probed.add_argument("images", help="a folder of real faces")
