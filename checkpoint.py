@@ -5,9 +5,11 @@ can skip this file; train.py and sample.py import it.
     load_checkpoint(path)  read one, with one line of error for a missing, unreadable, truncated, foreign
                            or hand-edited file, or for EMA weights that are not finite
     load_weights(...)      weights into a model, with one line for weights of another model's shape
+    restore(...)           a resumed run's weights, optimizer, random stream and guide
     resume(...)            --resume: the checkpoint's settings as train.py's, and what may change
 """
 import argparse
+import copy
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +42,24 @@ def load_weights(module, state_dict):
                          f"{'tensors differ' if len(differ) > 1 else 'tensor differs'}, e.g. "
                          f"{', '.join(sorted(differ)[:3])}); train a new one")
     module.load_state_dict(state_dict)
+
+
+def restore(saved, model, ema, optimizer, generator, rank):
+    """A resumed run's state from its checkpoint: the weights, the EMA weights, the optimizer and process `rank`'s
+    random stream. Returns the guide (a copy of ema with its weights), or None before the run took one. Raises
+    ValueError in one line for a state that does not fit."""
+    try:
+        load_weights(model, saved["model"])
+        load_weights(ema, saved["ema"])
+        guide = None
+        if saved["guide"] is not None:
+            guide = copy.deepcopy(ema)
+            load_weights(guide, saved["guide"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generators"][rank])
+    except (KeyError, RuntimeError) as e:  # a hand-edited optimizer or generator state, say
+        raise ValueError((str(e).strip().splitlines() or [type(e).__name__])[0]) from None
+    return guide
 
 
 def load_checkpoint(path):

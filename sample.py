@@ -24,20 +24,20 @@ import cli  # before torch: a Ctrl-C while it loads ends in one line
 
 cli.stop_quietly("interrupted")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import sys
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
-import quality  # noqa: E402
-from checkpoint import load_checkpoint, load_weights  # noqa: E402
-from cli import available_device, input_folder, number, output_file, output_folder, picture  # noqa: E402
-from data import image_grid, load_images, save_picture, toy_cats  # noqa: E402
-from logbook import paint_picture  # noqa: E402
-from lut import apply_lut  # noqa: E402
-from machine import autocast_for, best_device, fast_dtype  # noqa: E402
-from model import GUIDANCE, GUIDED_FROM, SAMPLE_STEPS, LUTTransformer, sample  # noqa: E402
+import quality
+from checkpoint import load_checkpoint, load_weights
+from cli import available_device, input_folder, number, output_file, output_folder, picture
+from data import image_grid, load_images, save_picture, toy_cats
+from logbook import paint_picture
+from lut import apply_lut
+from machine import autocast_for, best_device, fast_dtype
+from model import GUIDANCE, GUIDED_FROM, SAMPLE_STEPS, LUTTransformer, sample
 
 CHUNK = 256  # images sampled at once: a large --n would not fit in a GPU's memory in one go
 

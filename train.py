@@ -23,26 +23,26 @@ frame of progress.gif, loss.png, lut.png, gram.png and a row of lut.csv (logbook
 import time
 
 START = time.time()  # a --minutes budget counts from here: importing torch takes seconds
-import cli  # before torch: a Ctrl-C while it loads ends in one line  # noqa: E402
+import cli  # before torch: a Ctrl-C while it loads ends in one line
 
 cli.stop_quietly("interrupted before the first step: nothing to save")
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import copy
+import math
+import sys
+from pathlib import Path
 
-import torch  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+import torch
+from torch.nn.parallel import DistributedDataParallel
 
-import logbook  # noqa: E402
-import machine  # noqa: E402
-import safety  # noqa: E402
-from budget import Budget  # noqa: E402
-from checkpoint import checkpoint, load_weights, resume  # noqa: E402
-from data import get_batch, load_images  # noqa: E402
-from model import (DEFAULT_HEAD, HEADS, PRESETS, TRAINING, LUTTransformer, defaults, draw_t, make_config,  # noqa
+import logbook
+import machine
+import safety
+from budget import Budget
+from checkpoint import checkpoint, restore, resume
+from data import get_batch, load_images
+from model import (DEFAULT_HEAD, HEADS, PRESETS, TRAINING, LUTTransformer, defaults, draw_t, make_config,
                    make_optimizer, train_step)
 
 DEFAULT_MINUTES = 30  # on a CPU (or MPS) a run is a time budget; on CUDA the preset's steps, as the post
@@ -151,15 +151,9 @@ generator = torch.Generator().manual_seed(args.seed + safety.rank)
 step, seconds_before = 0, 0.0  # the minutes of the runs this one resumes count against its budget
 if saved:
     try:
-        load_weights(model, saved["model"])
-        load_weights(ema, saved["ema"])
-        if saved["guide"] is not None:
-            guide = copy.deepcopy(ema)
-            load_weights(guide, saved["guide"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generators"][safety.rank])
-    except (ValueError, KeyError, RuntimeError) as e:  # a hand-edited optimizer or generator state, say
-        safety.fail(f"{out / 'ckpt.pt'}: {str(e).splitlines()[0]}")
+        guide = restore(saved, model, ema, optimizer, generator, safety.rank)
+    except ValueError as e:
+        safety.fail(f"{out / 'ckpt.pt'}: {e}")
     step, seconds_before = saved["step"], saved["seconds"]
     log(f"resuming from step {step}")
 train_model = torch.compile(model) if args.compile else model
