@@ -136,3 +136,28 @@ def test_ctrl_c_while_sampling_stops_in_one_line(tmp_path, cats):
     err = result.stderr
     assert result.returncode == 130 and err.splitlines()[-1] == "interrupted" and "Traceback" not in err
     assert not (tmp_path / "samples.png").exists()
+
+
+def test_paint_takes_a_patch_apart_into_entries_that_add_up_to_it(tmp_path):
+    """--paint: each row's patch is its largest weighted entries plus the rest, adding up to the patch the head
+    painted (against a slow loop over the entries); the picture has a row for each of 4 images."""
+    from PIL import Image
+    from logbook import PAINTED_PATCH, TERMS, terms_of
+    from lut import apply_lut, patchify
+    torch.manual_seed(0)
+    weights, luts = torch.randn(4, 64, 16).tanh(), torch.randn(4, 16, 3, 8, 8)  # a dynamic head's: a LUT per image
+    terms, rest, w, top = terms_of(weights[1], luts[1])
+    slow = sum(weights[1, PAINTED_PATCH, k] * luts[1, k] for k in range(16))
+    assert torch.allclose(terms.sum(0) + rest, slow, atol=1e-5)
+    assert torch.allclose(patchify(apply_lut(weights, luts))[1, PAINTED_PATCH], slow, atol=1e-5)
+    assert len(terms) == TERMS and w.abs().tolist() == sorted(weights[1, PAINTED_PATCH].abs().tolist())[::-1][:TERMS]
+    model = LUTTransformer(Config(width=32, depth=1, heads=2))
+    for parameter in model.parameters():  # away from the zero-initialised scores, which paint plain grey
+        parameter.data.normal_(0, 0.3)
+    save_atomically(checkpoint(model, model, None, torch.optim.AdamW(model.parameters()), GENERATORS, 0, 0.0,
+                               TRAIN_ARGS), tmp_path / "ckpt.pt")
+    result = run("sample.py", "ckpt.pt", "--n", 6, "--steps", 2, "--device", "cpu", "--paint", "paint.png", cwd=tmp_path)
+    assert result.returncode == 0 and "wrote paint.png" in result.stdout, result.stderr
+    rows = Image.open(tmp_path / "paint.png").convert("RGB")
+    height = 12 + 8 * (8 * 3 + 1) - 1 + 4 * 3  # the labels, the LUT's 8 rows of entries 3x as large, the gap
+    assert rows.height == 4 * height and rows.width > 64 * 3 + 8 * 12 * (TERMS + 2)
