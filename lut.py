@@ -80,7 +80,8 @@ class DynamicHead(nn.Module):
     """A LUT built per image from the final states of S static tokens: each token makes K/S entries
     (the post: 64 tokens, one entry each; here 16 tokens, 4 entries each, which shortens the
     sequence from 128 to 80 tokens at the same quality per step, docs/results.md). An entry is one
-    rank-1 outer product u v^T per colour channel (3 x (8 + 8) = 48 numbers instead of 192)."""
+    rank-1 outer product u v^T per colour channel (3 x (8 + 8) = 48 numbers instead of 192). Measured, two images'
+    LUTs agree to cos 0.985-0.998 after the default 30-minute run: in practice one dictionary (docs/results.md)."""
 
     def __init__(self, width, entries_per_token):
         super().__init__()
