@@ -210,8 +210,9 @@ def record_pictures(out, step, samples, weights, luts, real):
     sampling step painted them, the figures of lut_figures, the seam ratio and the samples' finest detail
     over that of real training images (N, 3, 64, 64) as a printed line and a lut.csv row; then the grid
     becomes a frame of progress.gif and loss.png is redrawn."""
+    real_detail = detail(real)[0]  # flat training images (one 1x1 picture, say) have none: then no figure
     figures = {**lut_figures(weights, luts), "seams": seam_ratio(samples.cpu()),
-               "detail": detail(samples.cpu())[0] / detail(real)[0] if detail(real)[0] > 1e-3 else None}  # flat: none
+               "detail": detail(samples.cpu())[0] / real_detail if real_detail > 1e-3 else None}
     lut = (luts[0] if luts.dim() == 5 else luts)[entry_usage(weights).argsort(descending=True)]  # (K, 3, 8, 8)
     print(f"lut: {figures['in_use']}/{len(lut)} entries in use, effective {figures['effective']:.1f}, "
           f"mean |cos| {figures['cos']:.3f}, seam ratio {figures['seams']:.2f}, detail "
